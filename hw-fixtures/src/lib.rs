@@ -1,0 +1,10 @@
+//! Simulated lab hardware and harnesses for the real programs labd talks to.
+//!
+//! - `simboard`: a board on a pseudo-terminal (U-Boot-like banner, kernel log, login, a real
+//!   `/bin/sh`), with power and "USB cable" under test control.
+//! - `simpdu`: PDU simulators wired to simulated boards, with fault injection.
+//! - `peers`: start/stop wrappers for real programs (ser2net, lava-coordinator, pdudaemon,
+//!   snmpsim, a proxy, qemu, lava-server) bound to loopback, synchronised on readiness.
+//! - `udev/`: recorded `udevadm info --query=property` dumps of real adapters.
+
+pub mod peers;

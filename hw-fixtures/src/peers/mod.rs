@@ -1,0 +1,1 @@
+//! Harnesses for real peer programs, one module per program.

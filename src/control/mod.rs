@@ -1,0 +1,1 @@
+//! control (being built; see ARCHITECTURE.md for what it will own).

@@ -1,0 +1,1 @@
+//! daemon (being built; see ARCHITECTURE.md for what it will own).

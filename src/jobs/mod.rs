@@ -1,0 +1,3 @@
+//! jobs (being built; see ARCHITECTURE.md for what it will own).
+
+pub mod config;

@@ -1,0 +1,3 @@
+//! master (being built; see ARCHITECTURE.md for what it will own).
+
+pub mod config;

@@ -1,0 +1,1 @@
+//! ser2net (being built; see ARCHITECTURE.md for what it will own).

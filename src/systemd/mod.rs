@@ -1,0 +1,1 @@
+//! systemd (being built; see ARCHITECTURE.md for what it will own).

@@ -1,0 +1,3 @@
+//! udev (being built; see ARCHITECTURE.md for what it will own).
+
+pub mod config;

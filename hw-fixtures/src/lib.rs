@@ -5,6 +5,12 @@
 //! - `simpdu`: PDU simulators wired to simulated boards, with fault injection.
 //! - `peers`: start/stop wrappers for real programs (ser2net, lava-coordinator, pdudaemon,
 //!   snmpsim, a proxy, qemu, lava-server) bound to loopback, synchronised on readiness.
-//! - `udev/`: recorded `udevadm info --query=property` dumps of real adapters.
+//! - `udev/` (data): recorded `udevadm info --query=property` dumps of real adapters.
 
 pub mod peers;
+pub mod util;
+
+pub use util::{
+    ChildGuard, free_tcp_port, free_udp_port, require_program, require_venv_program, venv_dir,
+    wait_for_path, wait_for_tcp,
+};

@@ -150,7 +150,7 @@ impl NewcWriter {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn newc_layout_is_aligned_and_terminated() {
         let cpio = initramfs_cpio(b"\x7fELFfake", InitVariant::Shell);
-        assert_eq!(cpio.len() % 4, 0);
+        assert!(cpio.len().is_multiple_of(4));
         assert!(cpio.starts_with(b"070701"));
         let trailer = cpio
             .windows(10)

@@ -149,7 +149,10 @@ pub struct PowerStatus {
 #[derive(Debug, Clone)]
 struct DeviceEntry {
     unit: Arc<Unit>,
+    /// Outlet key (numbers by value: "08" is "8").
     outlet: String,
+    /// The outlet as configured, which the driver gets ("08" stays "08" for pdudaemon).
+    outlet_text: String,
     reboot_delay: Option<Duration>,
 }
 
@@ -254,13 +257,13 @@ impl<'a> PowerServiceBuilder<'a> {
             let target = settings::resolve_device(dev.name(), dev.name.span(), power, &inv.pdus)
                 .map_err(|_| PowerError::NotConfigured(dev.name().clone()))?;
             let reboot_delay = power.reboot_delay.as_ref().map(|d| d.get_ref().get());
-            let (unit, outlet) = match target {
+            let (unit, outlet, outlet_text) = match target {
                 DeviceTarget::Outlet { pdu, outlet } => {
                     let unit = units
                         .get(pdu.as_str())
                         .cloned()
                         .ok_or_else(|| PowerError::UnknownPdu(pdu.as_str().to_string()))?;
-                    (unit, settings::outlet_key(&outlet))
+                    (unit, settings::outlet_key(&outlet), outlet.0)
                 }
                 DeviceTarget::Commands(c) => {
                     let driver = Arc::new(drivers::command::CommandDriver {
@@ -286,7 +289,7 @@ impl<'a> PowerServiceBuilder<'a> {
                         },
                         self.registry,
                     );
-                    (Arc::new(unit), "-".to_string())
+                    (Arc::new(unit), "-".to_string(), "-".to_string())
                 }
             };
             unit.ensure_outlet(&outlet);
@@ -295,6 +298,7 @@ impl<'a> PowerServiceBuilder<'a> {
                 DeviceEntry {
                     unit,
                     outlet,
+                    outlet_text,
                     reboot_delay,
                 },
             );
@@ -350,9 +354,16 @@ impl PowerService {
             .get(device)
             .cloned()
             .ok_or_else(|| PowerError::UnknownDevice(device.as_str().to_string()))?;
-        let delay = req.delay.or(entry.reboot_delay);
-        self.spawn(entry.unit, entry.outlet, Some(device.clone()), req, delay)
-            .await
+        let delay = entry.reboot_delay;
+        self.spawn(
+            entry.unit,
+            entry.outlet,
+            entry.outlet_text,
+            Some(device.clone()),
+            req,
+            delay,
+        )
+        .await
     }
 
     /// The PDU a pdudaemon `hostname=` names (a PDU name or one of its `pdudaemon_hostnames`).
@@ -405,8 +416,8 @@ impl PowerService {
             .iter()
             .find(|(_, e)| Arc::ptr_eq(&e.unit, &unit) && e.outlet == key)
             .map(|(d, e)| (d.clone(), e.reboot_delay));
-        let delay = req.delay.or(device.as_ref().and_then(|d| d.1));
-        self.spawn_with_text(
+        let delay = device.as_ref().and_then(|d| d.1);
+        self.spawn(
             unit,
             key,
             outlet.to_string(),
@@ -417,29 +428,16 @@ impl PowerService {
         .await
     }
 
-    async fn spawn(
-        &self,
-        unit: Arc<Unit>,
-        key: String,
-        device: Option<DeviceName>,
-        req: PowerRequest,
-        delay: Option<Duration>,
-    ) -> Result<PowerOutcome, PowerError> {
-        let text = key.clone();
-        self.spawn_with_text(unit, key, text, device, req, delay)
-            .await
-    }
-
     /// Runs the operation in its own task: a caller that gives up (a dropped HTTP connection,
     /// a cancelled job) never leaves a board half rebooted.
-    async fn spawn_with_text(
+    async fn spawn(
         &self,
         unit: Arc<Unit>,
         key: String,
         text: String,
         device: Option<DeviceName>,
         req: PowerRequest,
-        delay: Option<Duration>,
+        device_reboot_delay: Option<Duration>,
     ) -> Result<PowerOutcome, PowerError> {
         let name = TargetName {
             pdu: unit.target_pdu.clone(),
@@ -452,11 +450,11 @@ impl PowerService {
             device,
         };
         let span = tracing::info_span!("power", target = %name, op = req.op.as_str());
-        let reboot_delay = self.inner.reboot_delay;
+        let reboot_delay = device_reboot_delay.unwrap_or(self.inner.reboot_delay);
         let op = req.op;
         let name2 = name.clone();
         let task = tokio::spawn(
-            async move { run_op(unit, key, target, name2, req, delay, reboot_delay).await }
+            async move { run_op(unit, key, target, name2, req, reboot_delay).await }
                 .instrument(span),
         );
         task.await.unwrap_or_else(|e| {
@@ -551,8 +549,7 @@ async fn run_op(
     target: OutletTarget,
     name: TargetName,
     req: PowerRequest,
-    delay: Option<Duration>,
-    default_reboot_delay: Duration,
+    reboot_delay: Duration,
 ) -> Result<PowerOutcome, PowerError> {
     let started = Instant::now();
     let sink = Sink {
@@ -566,7 +563,7 @@ async fn run_op(
         let mut attempts = 0;
         let (state, verified) = match req.op {
             PowerOp::On | PowerOp::Off => {
-                if let Some(d) = delay.filter(|d| !d.is_zero()) {
+                if let Some(d) = req.delay.filter(|d| !d.is_zero()) {
                     sink.line(format!(
                         "{name}: waiting {} before switching",
                         humantime::format_duration(d)
@@ -581,7 +578,7 @@ async fn run_op(
                 (r.state, r.verified)
             }
             PowerOp::Reboot => {
-                let d = delay.unwrap_or(default_reboot_delay);
+                let d = req.delay.unwrap_or(reboot_delay);
                 if unit.policy.native_reboot && unit.driver.can_reboot() {
                     let r = unit
                         .run_phase(&target, &name, "reboot", Phase::NativeReboot(d), &sink)

@@ -330,7 +330,7 @@ async fn a_job_gets_every_progress_line_live() {
     );
     assert_eq!(
         live.last().unwrap(),
-        "PDU sim1 outlet 1 (device b1): reboot: on on (read back)"
+        "PDU sim1 outlet 1 (device b1): reboot: on done, outlet on (read back)"
     );
     assert!(
         live.iter()

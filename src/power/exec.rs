@@ -336,9 +336,9 @@ impl Unit {
                         r.last_error = None;
                     });
                     self.succeeded();
-                    let shown = state.map_or("done".to_string(), |s| s.to_string());
+                    let shown = state.map_or(String::new(), |s| format!(", outlet {s}"));
                     sink.line(format!(
-                        "{name}: {op} {shown}{}",
+                        "{name}: {op} done{shown}{}",
                         if verified { " (read back)" } else { "" }
                     ));
                     return Ok(PhaseResult {

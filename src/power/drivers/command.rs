@@ -50,7 +50,7 @@ async fn collect<R: AsyncRead + Unpin>(
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
-                tracing::info!(target: "labd::power::command", command = %argv0, stream = tag, "{line}");
+                tracing::debug!(target: "labd::power::command", command = %argv0, stream = tag, "{line}");
                 if kept.len() < MAX_LINES {
                     kept.push(line);
                 } else {

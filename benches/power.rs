@@ -49,12 +49,12 @@ fn rss_kib(pid: u32) -> u64 {
 async fn main() {
     let pdud = Pdudaemon::start(
         "http",
-        serde_json::json!({"fakepdu": {"driver": "localcmdline", "cmd_on": "true", "cmd_off": "true", "retries": 1}}),
+        serde_json::json!({"fakepdu": {"driver": "localcmdline", "cmd_on": "true # %s", "cmd_off": "true # %s", "retries": 1}}),
         serde_json::json!({}),
     )
     .expect("pdudaemon");
     let text = "[worker]\nname = \"w\"\nstate_dir = \"/tmp/x\"\n[[pdu]]\nname = \"fakepdu\"\ndriver = \"command\"\n\
-                on_command = \"sh -c true\"\noff_command = \"sh -c true\"\nretries = 0\n";
+                on_command = \"sh -c 'true # {outlet}'\"\noff_command = \"sh -c 'true # {outlet}'\"\nretries = 0\n";
     let inv = Inventory::parse(Path::new("bench.toml"), text).expect("inventory");
     let svc = PowerService::builder(&inv)
         .registry(Box::leak(Box::new(Registry::default())))

@@ -9,6 +9,7 @@
 
 pub mod peers;
 pub mod qemu_dut;
+pub mod simpdu;
 pub mod util;
 
 pub use util::{

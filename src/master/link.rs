@@ -273,6 +273,13 @@ impl Link {
             env_dut: payload.env_dut,
             work_dir: dir.join("work"),
         };
+        // RUNNING goes before the job's first log POST can (lava-worker posts it right after
+        // spawning lava-run, which takes a while to send anything). The job starts even if the
+        // POST fails, as with lava-worker; the server lists it under `start` again and gets
+        // RUNNING then.
+        if let Err(e) = client.set_running(&r.id, &r.token).await {
+            error!(job = %r.id, "{e}");
+        }
         info!(job = %r.id, "starting the job");
         let h = spawn_job(
             self.ctx.clone(),
@@ -281,9 +288,6 @@ impl Link {
             Some((self.executor.clone(), job)),
         );
         self.jobs.insert(r.id.clone(), h);
-        if let Err(e) = client.set_running(&r.id, &r.token).await {
-            error!(job = %r.id, "{e}");
-        }
     }
 
     async fn cancel(&mut self, r: &JobRef) {

@@ -534,3 +534,44 @@ async fn the_double_flags_requests_lava_worker_would_not_send() {
         assert!(v.contains(want), "missing {want:?} in:\n{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_start_and_cancel_a_job_without_waiting_for_the_ping() {
+    init_tracing();
+    let d = MasterDouble::start();
+    d.add_worker("ev1", "t");
+    let state = state_dir();
+    let exec = TestExecutor::new(Script::UntilCanceled { lines: 3 });
+    let mut s = settings(&d.url(), "ev1", TokenSource::Inline("t".into()));
+    s.ping_interval = Duration::from_secs(60);
+    let link = start_link(s, exec, state.path());
+    wait_until(
+        Duration::from_secs(10),
+        "first ping and the event feed",
+        || !pings(&d).is_empty() && !d.ws_connections().is_empty(),
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let id = d.submit("ev1", &definition("event"), DEVICE);
+    wait_until(Duration::from_secs(5), "running", || {
+        d.job(id).unwrap().state == JobState::Running
+    })
+    .await;
+    let started = t.elapsed();
+    let t = std::time::Instant::now();
+    d.cancel(id);
+    wait_until(Duration::from_secs(5), "finished", || {
+        d.job(id).unwrap().state == JobState::Finished
+    })
+    .await;
+    let canceled = t.elapsed();
+    link.stop().await;
+    assert!(started < Duration::from_secs(2), "{started:?}");
+    assert!(canceled < Duration::from_secs(2), "{canceled:?}");
+    assert_eq!(d.job(id).unwrap().health, JobHealth::Canceled);
+    let ws = &d.ws_connections()[0];
+    assert_eq!(ws.path, "/ws/");
+    assert_eq!(ws.header("User-Agent"), Some("lava-worker 2023.01"));
+    assert_eq!(ws.header("LAVA-Token"), None);
+    assert_clean(&d);
+}

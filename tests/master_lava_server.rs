@@ -99,6 +99,9 @@ fn interop_settings(url: &str, name: &str, token: TokenSource) -> labd::master::
     let mut s = settings(url, name, token);
     s.ping_interval = Duration::from_secs(1);
     s.job_log_interval = Duration::from_secs(1);
+    // gunicorn does not serve /ws/ (Apache would proxy it); the event test sets the
+    // publisher's URL.
+    s.ws_url = None;
     s
 }
 
@@ -253,4 +256,37 @@ async fn a_canceled_job_ends_canceled() {
             .ends_with("\"lvl\": \"exception\", \"msg\": \"The job was canceled\"}"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_feed_starts_a_job_before_the_next_ping() {
+    init_tracing();
+    let token = worker_with_device("labd-ev").await;
+    let (url, ws_url) = server(|s| Ok((s.url(), s.ws_url()))).await;
+    let state = tempfile::tempdir().unwrap();
+    let exec = TestExecutor::new(Script::UntilCanceled { lines: 5 });
+    let mut s = interop_settings(&url, "labd-ev", TokenSource::Inline(token));
+    s.ping_interval = Duration::from_secs(120);
+    s.ws_url = Some(ws_url);
+    let link = start_link(s, exec.clone(), state.path());
+    // Online after the first ping; then no ping for two minutes unless an event comes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server(|s| Ok(s.worker_state("labd-ev").unwrap_or_default())).await != "Online" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker never Online"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = std::time::Instant::now();
+    let def = qemu_job("labd interop event", "labd-ev-tag");
+    let id = server(move |s| s.submit(&def)).await;
+    wait_job(id, "Running", Duration::from_secs(30)).await;
+    let started = t.elapsed();
+    server(move |s| s.cancel(id)).await;
+    let (_, health) = wait_job(id, "Finished", Duration::from_secs(30)).await;
+    link.stop().await;
+    assert!(started < Duration::from_secs(15), "{started:?}");
+    assert_eq!(health, "Canceled");
 }

@@ -9,6 +9,7 @@
 //! version = "2023.01"                # sent with every ping; must equal the server's
 //! http_timeout = 600                 # seconds (lava-worker --http-timeout)
 //! job_log_interval = 5               # seconds (lava-run --job-log-interval)
+//! ws_url = "http://lava.example.com/ws/" # lava-publisher's events; default <url>/ws/; "" = off
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct MasterConfig {
     pub version: Option<Spanned<String>>,
     pub http_timeout: Option<Spanned<DurationValue>>,
     pub job_log_interval: Option<Spanned<DurationValue>>,
+    /// lava-publisher's event websocket (lava-worker --ws-url); default `<url>/ws/`, `""` to
+    /// disable. With it, labd pings as soon as a job for it is Scheduled or Canceling.
+    pub ws_url: Option<Spanned<String>>,
 }
 
 /// Where the worker token comes from.
@@ -63,13 +67,17 @@ pub struct MasterSettings {
     pub version: String,
     pub http_timeout: Duration,
     pub job_log_interval: Duration,
+    /// The event websocket, or `None` when disabled.
+    pub ws_url: Option<String>,
 }
 
 impl MasterSettings {
     /// Settings for tests and tools that do not go through an inventory file.
     pub fn new(url: &str, name: WorkerName, token: TokenSource) -> Self {
+        let url = url.trim_end_matches('/');
         Self {
-            url: url.trim_end_matches('/').to_string(),
+            ws_url: Some(format!("{url}/ws/")),
+            url: url.to_string(),
             name,
             token,
             ping_interval: Duration::from_secs(20),
@@ -92,8 +100,15 @@ impl MasterConfig {
             (None, Some(f)) => TokenSource::File(f.get_ref().clone()),
             (None, None) => TokenSource::File(default_token_file(state_dir)),
         };
+        let url = self.url.get_ref().trim_end_matches('/').to_string();
+        let ws_url = match &self.ws_url {
+            Some(w) if w.get_ref().trim().is_empty() => None,
+            Some(w) => Some(w.get_ref().trim().to_string()),
+            None => Some(format!("{url}/ws/")),
+        };
         MasterSettings {
-            url: self.url.get_ref().trim_end_matches('/').to_string(),
+            ws_url,
+            url,
             name: self
                 .name
                 .as_ref()
@@ -145,6 +160,17 @@ pub fn validate(inv: &Inventory, diags: &mut Diagnostics) {
             "master.url",
             format!("{url:?} is not a URL: {e} (example: \"http://lava.example.com/\")"),
         )),
+    }
+    if let Some(w) = m.ws_url.as_ref().filter(|w| !w.get_ref().trim().is_empty()) {
+        let ws = w.get_ref().trim();
+        match reqwest::Url::parse(ws) {
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {}
+            _ => diags.push(src.diag(
+                w.span(),
+                "master.ws_url",
+                format!("{ws:?} is not an http(s) or ws(s) URL (\"\" disables the event feed)"),
+            )),
+        }
     }
     if let (Some(t), Some(_)) = (&m.token, &m.token_file) {
         diags.push(src.diag(
@@ -237,6 +263,7 @@ mod tests {
         assert_eq!(s.job_log_interval, Duration::from_secs(5));
         assert_eq!(s.http_timeout, Duration::from_secs(600));
         assert_eq!(s.version, "2023.01");
+        assert_eq!(s.ws_url.as_deref(), Some("http://lava.example.com/ws/"));
         assert_eq!(
             s.token,
             TokenSource::File("/var/lib/labd/master/token".into())
@@ -246,7 +273,7 @@ mod tests {
     #[test]
     fn explicit_values() {
         let text = format!(
-            "{BASE}[master]\nurl = \"https://lava/\"\nname = \"disp-2\"\ntoken = \"abc\"\nping_interval = \"5s\"\nversion = \"2024.01\"\njob_log_interval = 1\n"
+            "{BASE}[master]\nurl = \"https://lava/\"\nname = \"disp-2\"\ntoken = \"abc\"\nping_interval = \"5s\"\nversion = \"2024.01\"\njob_log_interval = 1\nws_url = \"\"\n"
         );
         let inv = Inventory::parse(Path::new("inv.toml"), &text).unwrap();
         let s = inv
@@ -259,6 +286,7 @@ mod tests {
         assert_eq!(s.ping_interval, Duration::from_secs(5));
         assert_eq!(s.version, "2024.01");
         assert_eq!(s.job_log_interval, Duration::from_secs(1));
+        assert_eq!(s.ws_url, None);
     }
 
     #[test]
@@ -295,6 +323,8 @@ mod tests {
         let d = diags("url = \"http://lava/\"\nname = \"../x\"\n");
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(d[0].starts_with("inv.toml:6:8: name:"), "{d:?}");
+        let d = diags("url = \"http://lava/\"\nws_url = \"tcp://x\"\n");
+        assert!(d[0].starts_with("inv.toml:6:10: master.ws_url:"), "{d:?}");
         let d = diags("url = \"http://lava/\"\nping = 3\n");
         assert!(d[0].contains("unknown field `ping`"), "{d:?}");
     }

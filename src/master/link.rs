@@ -63,15 +63,32 @@ impl MasterLink {
                 wake: Arc::new(Notify::new()),
                 writers: Mutex::new(Vec::new()),
             });
+            let ping_now = Arc::new(Notify::new());
+            let events = settings.ws_url.clone().map(|url| {
+                tokio::spawn(
+                    super::events::listen(
+                        url,
+                        settings.version.clone(),
+                        settings.name.to_string(),
+                        ping_now.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                )
+            });
             let mut link = Link {
                 ctx: ctx.clone(),
                 executor,
                 jobs: BTreeMap::new(),
                 tasks: JoinSet::new(),
                 ping_interval: settings.ping_interval,
+                ping_now,
             };
             link.restore().await?;
             link.main_loop(&token, &shutdown).await;
+            if let Some(e) = events {
+                let _ = e.await;
+            }
             link.tasks.shutdown().await;
             let writers: Vec<_> = ctx
                 .writers
@@ -158,6 +175,8 @@ struct Link {
     jobs: BTreeMap<JobId, JobHandle>,
     tasks: JoinSet<()>,
     ping_interval: Duration,
+    /// Woken by the event feed: ping now rather than at the next interval.
+    ping_now: Arc<Notify>,
 }
 
 impl Link {
@@ -178,6 +197,7 @@ impl Link {
         let mut next_ping = Instant::now();
         let mut backoff = FIRST_RETRY;
         let wake = self.ctx.wake.clone();
+        let ping_now = self.ping_now.clone();
         loop {
             while self.tasks.try_join_next().is_some() {}
             tokio::select! {
@@ -188,6 +208,7 @@ impl Link {
                     next_ping = begin + wait;
                 }
                 _ = wake.notified() => self.report_finished().await,
+                _ = ping_now.notified() => next_ping = Instant::now(),
             }
         }
     }

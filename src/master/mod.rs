@@ -9,6 +9,7 @@
 //! - `executor`: the [`JobExecutor`] trait the job runner implements.
 //! - `store`, `logbuf`: the job table and each job's log buffer on disk.
 //! - `jobtask`: per job: run, buffer and upload the log, record the outcome.
+//! - `events`: lava-publisher's event websocket (ping at once when a job is scheduled).
 //! - `link`: the worker loop, [`MasterLink::run`].
 //!
 //! This module never touches hardware: boards are the executor's business.
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub(crate) mod jobtask;
 pub mod link;

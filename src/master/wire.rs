@@ -243,6 +243,7 @@ pub fn fuzz_server_answer(data: &[u8]) {
     let _ = parse_register_answer(data);
     let _ = error_text(data);
     if let Ok(s) = std::str::from_utf8(data) {
+        let _ = super::events::event_wants_ping(s, "worker1");
         let enc = form_encode(&[("lines", s), ("index", "0")]);
         debug_assert!(enc.is_ascii());
     }

@@ -90,6 +90,10 @@ pub(crate) struct State {
     /// Injected failures: (remaining, status, path prefix filter).
     pub failures: Vec<(usize, u16, String)>,
     pub down: bool,
+    /// lava-publisher's feed: every message sent to connected `/ws/` clients.
+    pub events: Option<tokio::sync::broadcast::Sender<String>>,
+    /// The `/ws/` upgrade requests received.
+    pub ws_connections: Vec<RawRequest>,
 }
 
 /// The running double. Dropping it stops the server.
@@ -115,9 +119,11 @@ impl MasterDouble {
 
     /// Starts a double whose server version is `version` (pings with another one get 409).
     pub fn with_version(version: &str) -> Self {
+        let (events, _) = tokio::sync::broadcast::channel(256);
         let state = Arc::new(Mutex::new(State {
             version: version.to_string(),
             next_job: 1,
+            events: Some(events),
             ..Default::default()
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the master double");
@@ -197,6 +203,8 @@ impl MasterDouble {
                 skipped_resends: 0,
             },
         );
+        server::publish_job(&st, id, "Submitted", false);
+        server::publish_job(&st, id, "Scheduled", true);
         id
     }
 
@@ -211,9 +219,20 @@ impl MasterDouble {
                     j.health = JobHealth::Canceled;
                 }
                 JobState::Running => j.state = JobState::Canceling,
-                _ => {}
+                _ => return,
             }
+            let state = if j.state == JobState::Canceling {
+                "Canceling"
+            } else {
+                "Finished"
+            };
+            server::publish_job(&st, id, state, true);
         }
+    }
+
+    /// The `/ws/` (event feed) connections received so far.
+    pub fn ws_connections(&self) -> Vec<RawRequest> {
+        self.lock().ws_connections.clone()
     }
 
     pub fn job(&self, id: u64) -> Option<DoubleJob> {

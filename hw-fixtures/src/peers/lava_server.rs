@@ -30,6 +30,7 @@ pub const ADMIN_TOKEN: &str = "labd-interop-admin-token";
 pub struct LavaServer {
     root: PathBuf,
     http_port: u16,
+    publisher_port: u16,
     env: Vec<(String, String)>,
 }
 
@@ -220,6 +221,7 @@ impl LavaServer {
         let server = LavaServer {
             root: root.clone(),
             http_port,
+            publisher_port,
             env,
         };
         server.manage(&["migrate", "--noinput"])?;
@@ -333,6 +335,11 @@ impl LavaServer {
     /// Base URL of the server (what labd's `[master] url` is), with a trailing slash.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.http_port)
+    }
+
+    /// lava-publisher's event websocket (what lava-worker's `--ws-url` would be).
+    pub fn ws_url(&self) -> String {
+        format!("http://127.0.0.1:{}/ws/", self.publisher_port)
     }
 
     pub fn root(&self) -> &Path {

@@ -185,3 +185,36 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+// Helpers for tests against the lava-server double.
+
+use labd_hw_fixtures::lava_master::MasterDouble;
+
+pub const DEVICE: &str =
+    "commands:\n  connect: telnet localhost 7101\n  power_on: pduclient --port 1 on\n";
+
+pub fn definition(name: &str) -> String {
+    format!(
+        "actions: []\ncompatibility: 0\ndevice_type: qemu\njob_name: {name}\npriority: medium\nvisibility: public\n"
+    )
+}
+
+pub fn assert_clean(d: &MasterDouble) {
+    let v = d.violations();
+    assert!(
+        v.is_empty(),
+        "requests differ from lava-worker's:\n{}",
+        v.join("\n")
+    );
+}
+
+pub fn state_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn pings(d: &MasterDouble) -> Vec<labd_hw_fixtures::lava_master::Recorded> {
+    d.requests()
+        .into_iter()
+        .filter(|r| r.request.method == "GET" && r.request.path.contains("/workers/"))
+        .collect()
+}

@@ -9,6 +9,7 @@
 //! master that is down) and [`MasterDouble::fail_next`] answers the next requests with an error
 //! status (a 5xx from a loaded server or a proxy).
 
+mod events;
 mod http;
 mod server;
 
@@ -203,8 +204,8 @@ impl MasterDouble {
                 skipped_resends: 0,
             },
         );
-        server::publish_job(&st, id, "Submitted", false);
-        server::publish_job(&st, id, "Scheduled", true);
+        events::publish_job(&st, id, "Submitted", false);
+        events::publish_job(&st, id, "Scheduled", true);
         id
     }
 
@@ -226,7 +227,7 @@ impl MasterDouble {
             } else {
                 "Finished"
             };
-            server::publish_job(&st, id, state, true);
+            events::publish_job(&st, id, state, true);
         }
     }
 

@@ -182,6 +182,16 @@ async fn runs_a_job_start_running_logs_finished() {
     assert_eq!(calls[0], format!("GET {base}"));
     assert_eq!(calls[1], format!("POST {base}"));
     assert_eq!(calls.last().unwrap(), &format!("POST {base}"));
+    let metrics = labd::metrics::global().render();
+    for want in [
+        "labd_master_jobs_started_total{worker=\"job1\"} 1\n",
+        "labd_master_jobs_finished_total{worker=\"job1\",result=\"complete\"} 1\n",
+        "labd_master_jobs_running{worker=\"job1\"} 0\n",
+        "labd_master_log_lines_uploaded_total{worker=\"job1\"} 2500\n",
+        "labd_master_pings_failed_total{worker=\"job1\"} 0\n",
+    ] {
+        assert!(metrics.contains(want), "{want} not in\n{metrics}");
+    }
     let log_req = d
         .requests()
         .into_iter()

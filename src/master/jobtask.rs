@@ -157,10 +157,16 @@ async fn job_task(
         (Some(o), _) => o,
         (None, Some((executor, job))) => {
             ctx.metrics.started.inc();
+            // Decremented on drop, so an aborted task (shutdown) does not leave it counted.
+            struct Running(crate::metrics::Gauge);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    self.0.add(-1);
+                }
+            }
             ctx.metrics.running.add(1);
-            let o = execute(executor, job, JobLogSink::new(tx.clone()), cancel.clone()).await;
-            ctx.metrics.running.add(-1);
-            o
+            let _running = Running(ctx.metrics.running.clone());
+            execute(executor, job, JobLogSink::new(tx.clone()), cancel.clone()).await
         }
         (None, None) => {
             let why = "labd restarted while the job was running; its progress on the board is lost";

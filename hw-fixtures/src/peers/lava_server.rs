@@ -115,6 +115,11 @@ impl LavaServer {
                 initdb.display()
             );
         }
+        if !nix::unistd::geteuid().is_root() {
+            bail!(
+                "the lava-server harness must run as root: it runs PostgreSQL as the postgres user"
+            );
+        }
         let (pg_uid, pg_gid) = postgres_ids()?;
         let root = tempfile::Builder::new()
             .prefix("labd-lava-server-")

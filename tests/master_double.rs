@@ -74,7 +74,7 @@ async fn pings_every_interval_with_lava_worker_headers() {
     for w in p.windows(2) {
         let gap = w[1].at - w[0].at;
         assert!(
-            gap >= Duration::from_millis(900) && gap <= Duration::from_millis(1400),
+            gap >= Duration::from_millis(900) && gap <= Duration::from_millis(2000),
             "ping gap {gap:?}"
         );
     }
@@ -307,7 +307,7 @@ async fn server_errors_are_retried_after_about_a_second_then_backed_off() {
     for (gap, want) in gaps.iter().zip([1000u64, 2000, 4000]) {
         let want = Duration::from_millis(want);
         assert!(
-            *gap + Duration::from_millis(100) >= want && *gap < want + Duration::from_millis(500),
+            *gap + Duration::from_millis(100) >= want && *gap < want + Duration::from_millis(1000),
             "{gaps:?}"
         );
     }
@@ -436,8 +436,8 @@ async fn events_start_and_cancel_a_job_without_waiting_for_the_ping() {
     .await;
     let canceled = t.elapsed();
     link.stop().await;
-    assert!(started < Duration::from_secs(2), "{started:?}");
-    assert!(canceled < Duration::from_secs(2), "{canceled:?}");
+    assert!(started < Duration::from_secs(5), "{started:?}");
+    assert!(canceled < Duration::from_secs(5), "{canceled:?}");
     assert_eq!(d.job(id).unwrap().health, JobHealth::Canceled);
     let ws = &d.ws_connections()[0];
     assert_eq!(ws.path, "/ws/");

@@ -98,7 +98,11 @@ impl LavaServer {
             .get_or_init(|| {
                 // SAFETY: registering a plain extern "C" fn with no captured state.
                 unsafe { libc::atexit(stop_at_exit) };
-                Self::start().map_err(|e| format!("{e:#}"))
+                Self::start().map_err(|e| {
+                    // Keep the directory (logs) for a post-mortem; the processes still stop.
+                    *ROOT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    format!("{e:#}")
+                })
             })
             .as_ref()
             .map_err(|e| anyhow::anyhow!("lava-server did not start: {e}"))
@@ -263,7 +267,7 @@ impl LavaServer {
             .spawn()
             .context("starting lava-publisher")?;
         push_child("lava-publisher", publisher.id());
-        let gunicorn = server
+        let mut gunicorn = server
             .command("gunicorn3")
             .args(["lava_server.wsgi", "--log-level", "DEBUG", "--log-file"])
             .arg(root.join("gunicorn.log"))
@@ -281,7 +285,8 @@ impl LavaServer {
             .spawn()
             .context("starting lava-scheduler")?;
         push_child("lava-scheduler", scheduler.id());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: on a loaded 2-core machine Django's start-up alone can take a minute.
+        let deadline = Instant::now() + Duration::from_secs(240);
         loop {
             if let Ok((200, body)) = server.http("GET", "/api/v0.2/system/version/", None) {
                 if body.contains("\"version\":\"2023.01\"") {
@@ -289,10 +294,18 @@ impl LavaServer {
                 }
                 bail!("lava-server is not 2023.01: {body}");
             }
+            if let Ok(Some(status)) = gunicorn.try_wait() {
+                bail!(
+                    "gunicorn exited ({status}); end of {}/gunicorn.log:\n{}",
+                    root.display(),
+                    tail(&root.join("gunicorn.log"), 30)
+                );
+            }
             if Instant::now() > deadline {
                 bail!(
-                    "gunicorn did not answer within 60 s (see {}/gunicorn.log)",
-                    root.display()
+                    "gunicorn did not answer within 240 s; end of {}/gunicorn.log:\n{}",
+                    root.display(),
+                    tail(&root.join("gunicorn.log"), 30)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -391,6 +404,13 @@ impl LavaServer {
         ])?;
         Ok(())
     }
+}
+
+/// The last `n` lines of a log file, for error messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn push_child(name: &str, pid: u32) {

@@ -445,3 +445,51 @@ async fn events_start_and_cancel_a_job_without_waiting_for_the_ping() {
     assert_eq!(ws.header("LAVA-Token"), None);
     assert_clean(&d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_master_forgets_is_dropped() {
+    init_tracing();
+    let d = MasterDouble::start();
+    d.add_worker("gone1", "t");
+    let state = state_dir();
+    let exec = TestExecutor::new(Script::Gated {
+        before: 3,
+        after: 5,
+        outcome: JobOutcome::complete(""),
+    });
+    let id = d.submit("gone1", &definition("forgotten"), DEVICE);
+    let link = start_link(
+        settings(&d.url(), "gone1", TokenSource::Inline("t".into())),
+        exec.clone(),
+        state.path(),
+    );
+    wait_until(Duration::from_secs(10), "first lines", || {
+        d.job(id).is_some_and(|j| j.lines.len() == 3)
+    })
+    .await;
+    // Deleted on the server: the next log POST gets 404, so labd drops the log and cancels
+    // the job (as lava-run does); its FINISHED gets 404 and labd forgets the job.
+    d.forget_job(id);
+    exec.gate.notify_one();
+    let job_dir = state.path().join(format!("master/jobs/{id}"));
+    wait_until(Duration::from_secs(15), "job forgotten", || {
+        !job_dir.exists()
+    })
+    .await;
+    link.stop().await;
+    let after: Vec<(String, u16)> = d
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.request
+                .path
+                .starts_with(&format!("/scheduler/internal/v1/jobs/{id}/"))
+        })
+        .map(|r| (format!("{} {}", r.request.method, r.request.path), r.status))
+        .filter(|(_, st)| *st == 404)
+        .collect();
+    let logs = format!("POST /scheduler/internal/v1/jobs/{id}/logs/");
+    let job = format!("POST /scheduler/internal/v1/jobs/{id}/");
+    assert_eq!(after, [(logs, 404), (job, 404)]);
+    assert_clean(&d);
+}

@@ -231,6 +231,11 @@ impl MasterDouble {
         }
     }
 
+    /// Deletes a job from the server (as an admin would): every later call about it gets 404.
+    pub fn forget_job(&self, id: u64) {
+        self.lock().jobs.remove(&id);
+    }
+
     /// The `/ws/` (event feed) connections received so far.
     pub fn ws_connections(&self) -> Vec<RawRequest> {
         self.lock().ws_connections.clone()

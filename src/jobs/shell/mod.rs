@@ -1,0 +1,1 @@
+//! DUT-side test shell.

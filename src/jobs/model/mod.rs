@@ -115,6 +115,9 @@ pub struct JobDefinition {
     pub environment: Option<serde_norway::Value>,
     pub protocols: Protocols,
     pub actions: Vec<Action>,
+    /// The document as plain YAML values, for what is passed on verbatim (an inline test
+    /// definition is the `repository` of its ENDRUN result).
+    pub raw: serde_norway::Value,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +153,8 @@ impl JobDefinition {
         let raw: RawJob =
             serde_norway::from_str(text).map_err(|e| DefinitionError::from_yaml(DOC, &e))?;
         let _ = (&raw.notify, &raw.reboot_to_fastboot, &raw.compatibility);
+        let value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| DefinitionError::from_yaml(DOC, &e))?;
         Ok(JobDefinition {
             job_name: raw.job_name,
             device_type: raw.device_type,
@@ -163,7 +168,20 @@ impl JobDefinition {
             environment: raw.environment,
             protocols: raw.protocols,
             actions: raw.actions,
+            raw: value,
         })
+    }
+
+    /// The `repository:` of `actions[action].test.definitions[definition]` as written.
+    pub fn raw_repository(&self, action: usize, definition: usize) -> Option<serde_norway::Value> {
+        self.raw
+            .get("actions")?
+            .get(action)?
+            .get("test")?
+            .get("definitions")?
+            .get(definition)?
+            .get("repository")
+            .cloned()
     }
 
     /// Parses and validates: the definition labd can run, or every problem found.

@@ -78,7 +78,7 @@ impl fmt::Display for Timeout {
 
 /// `lava_dispatcher.utils.strings.seconds_to_str`: `HH:MM:SS` of the rounded seconds.
 pub fn seconds_to_str(secs: f64) -> String {
-    let total = secs.max(0.0).round() as u64;
+    let total = secs.max(0.0).round_ties_even() as u64;
     format!(
         "{:02}:{:02}:{:02}",
         total / 3600,
@@ -184,5 +184,6 @@ mod tests {
         assert!(serde_norway::from_str::<Timeout>("{skip: true}").is_err());
         assert_eq!(seconds_to_str(33.4), "00:00:33");
         assert_eq!(seconds_to_str(171.0), "00:02:51");
+        assert_eq!(seconds_to_str(32.5), "00:00:32");
     }
 }

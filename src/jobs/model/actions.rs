@@ -162,18 +162,29 @@ macro_rules! lava_keyword {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                let supported = [$($s),*].join(", ");
-                match s.as_str() {
-                    $($s => Ok(Self::$var),)*
-                    $($lava)|* => Err(de::Error::custom(format!(
-                        "{} `{}` exists in LAVA but is not supported by labd (supported: {})",
-                        $what, s, supported
-                    ))),
-                    _ => Err(de::Error::custom(format!(
-                        "unknown {} `{}` (supported: {})", $what, s, supported
-                    ))),
+                // The check runs inside `visit_str` so serde_norway locates the error at the
+                // scalar itself (path `...method`).
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {}", $what)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$name, E> {
+                        let supported = [$($s),*].join(", ");
+                        match s {
+                            $($s => Ok($name::$var),)*
+                            $($lava)|* => Err(E::custom(format!(
+                                "{} `{}` exists in LAVA but is not supported by labd (supported: {})",
+                                $what, s, supported
+                            ))),
+                            _ => Err(E::custom(format!(
+                                "unknown {} `{}` (supported: {})", $what, s, supported
+                            ))),
+                        }
+                    }
                 }
+                d.deserialize_str(V)
             }
         }
     };

@@ -207,5 +207,17 @@ impl JobDefinition {
 
 mod validate;
 
+/// The fuzzing entry point: arbitrary bytes as job YAML never panic; a parsed job validates
+/// without panicking too.
+pub fn fuzz_job_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(job) = JobDefinition::parse(text) {
+        let _ = job.validate();
+    }
+    let _ = crate::jobs::device::DeviceConfiguration::parse(text);
+}
+
 #[cfg(test)]
 mod tests;

@@ -76,9 +76,13 @@ pub fn plan_delivery(
         let mut chunks: Vec<String> = Vec::new();
         let mut cur = String::new();
         for &b in &f.content {
-            let e = escape_byte(b);
-            if cur.len() + e.len() > budget {
+            let mut e = escape_byte(b);
+            if cur.len() + e.len() + 3 > budget {
                 chunks.push(std::mem::take(&mut cur));
+            }
+            // A format that starts with '-' would be taken for an option by printf.
+            if cur.is_empty() && b == b'-' {
+                e = "\\055".to_string();
             }
             cur.push_str(&e);
         }
@@ -140,7 +144,8 @@ fn quote_path(p: &str) -> String {
     shlex_quote(p)
 }
 
-/// One byte inside a single-quoted `printf` format string.
+/// One byte inside a single-quoted `printf` format string (a chunk never starts with a bare
+/// `-`: see the caller).
 fn escape_byte(b: u8) -> String {
     match b {
         b'\n' => "\\n".into(),
@@ -173,6 +178,17 @@ mod tests {
                 assert!(!body.contains(bad), "{bad:?} in {c}");
             }
             assert!(c.is_ascii());
+        }
+        // Every chunk boundary is tried: no format may start with '-' (printf takes it for an
+        // option).
+        let dashes = OverlayFile {
+            path: "/d".into(),
+            content: b"a-b--c---d----".repeat(30),
+            executable: false,
+        };
+        for max_line in 20..40 {
+            let p = plan_delivery(&[], std::slice::from_ref(&dashes), DeliveryOptions { max_line }, 1).unwrap();
+            assert!(p.commands.iter().all(|c| !c.starts_with("printf '-")), "{max_line}");
         }
         assert_eq!(plan.done_command, "echo LABD_DELIVERED_$((21+21))");
         assert_eq!(plan.done_marker, "LABD_DELIVERED_42");

@@ -304,3 +304,7 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "interactive_tests.rs"]
+mod tests;

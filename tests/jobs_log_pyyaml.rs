@@ -38,7 +38,11 @@ fn to_json(v: &LogValue) -> String {
             let text = if f.is_nan() {
                 "nan".to_string()
             } else if f.is_infinite() {
-                if *f > 0.0 { "inf".into() } else { "-inf".into() }
+                if *f > 0.0 {
+                    "inf".into()
+                } else {
+                    "-inf".into()
+                }
             } else {
                 format!("{f:e}")
             };
@@ -76,7 +80,9 @@ fn random_char(rng: &mut StdRng) -> char {
     match rng.random_range(0..10) {
         0..=5 => rng.random_range(0x20u8..0x7f) as char,
         6 => char::from_u32(SPECIAL[rng.random_range(0..SPECIAL.len())]).unwrap(),
-        7 => [' ', ' ', '\n', '\r', '\t', '"', '\\', ':', '#', '!', '&', '*', '{', '}', '[', ']', ','][rng.random_range(0..17)],
+        7 => [
+            ' ', ' ', '\n', '\r', '\t', '"', '\\', ':', '#', '!', '&', '*', '{', '}', '[', ']', ',',
+        ][rng.random_range(0..17)],
         8 => char::from_u32(rng.random_range(0x80..0x800)).unwrap_or('x'),
         _ => loop {
             if let Some(c) = char::from_u32(rng.random_range(0x800..0x110000)) {
@@ -95,14 +101,30 @@ fn random_string(rng: &mut StdRng, max: usize) -> String {
     let mut s: String = (0..n).map(|_| random_char(rng)).collect();
     // Strings that look like other YAML scalars must still come out quoted as strings.
     if rng.random_range(0..12) == 0 {
-        s = ["12", "1.5", "true", "null", "~", "", "yes", "0x1F", "-.inf", "1e3", "- a", "? x"][rng.random_range(0..12)].to_string();
+        s = [
+            "12", "1.5", "true", "null", "~", "", "yes", "0x1F", "-.inf", "1e3", "- a", "? x",
+        ][rng.random_range(0..12)]
+        .to_string();
     }
     s
 }
 
 fn random_float(rng: &mut StdRng) -> f64 {
     match rng.random_range(0..8) {
-        0 => [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, 1e16, 1e15, 1e-5, 1e-4, 5e-324, f64::MAX, f64::MIN_POSITIVE][rng.random_range(0..12)],
+        0 => [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1e16,
+            1e15,
+            1e-5,
+            1e-4,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ][rng.random_range(0..12)],
         1 => rng.random_range(-1000i64..1000) as f64,
         2 => f64::from_bits(rng.random::<u64>()),
         3 => rng.random_range(0.0..1.0),
@@ -114,7 +136,11 @@ fn random_float(rng: &mut StdRng) -> f64 {
 }
 
 fn random_value(rng: &mut StdRng, depth: usize) -> LogValue {
-    let k = if depth >= 3 { rng.random_range(0..6) } else { rng.random_range(0..9) };
+    let k = if depth >= 3 {
+        rng.random_range(0..6)
+    } else {
+        rng.random_range(0..9)
+    };
     match k {
         0 => LogValue::Null,
         1 => LogValue::Bool(rng.random()),
@@ -140,16 +166,33 @@ fn random_value(rng: &mut StdRng, depth: usize) -> LogValue {
             }
             LogValue::Map(m)
         }
-        _ => LogValue::List((0..rng.random_range(0..6)).map(|_| random_value(rng, depth + 1)).collect()),
+        _ => LogValue::List(
+            (0..rng.random_range(0..6))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
     }
 }
 
 fn random_dt(rng: &mut StdRng) -> NaiveDateTime {
-    let micro = if rng.random_range(0..4) == 0 { 0 } else { rng.random_range(0..1_000_000) };
-    NaiveDate::from_ymd_opt(rng.random_range(1970..2100), rng.random_range(1..13), rng.random_range(1..29))
-        .unwrap()
-        .and_hms_micro_opt(rng.random_range(0..24), rng.random_range(0..60), rng.random_range(0..60), micro)
-        .unwrap()
+    let micro = if rng.random_range(0..4) == 0 {
+        0
+    } else {
+        rng.random_range(0..1_000_000)
+    };
+    NaiveDate::from_ymd_opt(
+        rng.random_range(1970..2100),
+        rng.random_range(1..13),
+        rng.random_range(1..29),
+    )
+    .unwrap()
+    .and_hms_micro_opt(
+        rng.random_range(0..24),
+        rng.random_range(0..60),
+        rng.random_range(0..60),
+        micro,
+    )
+    .unwrap()
 }
 
 /// Debian's interpreter: the one python3-yaml and lava-common are installed for (a pyenv or
@@ -220,22 +263,45 @@ fn random_records_match_lava_common_dump() {
         assert_eq!(back.dt, r.dt);
         assert_eq!(back.lvl, r.lvl);
     }
-    assert_eq!(mismatches, 0, "{mismatches} of {} records differ", records.len());
+    assert_eq!(
+        mismatches,
+        0,
+        "{mismatches} of {} records differ",
+        records.len()
+    );
 }
 
 #[test]
 fn long_lines_and_results_records_match() {
-    let t = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap().and_hms_micro_opt(0, 0, 0, 0).unwrap();
+    let t = NaiveDate::from_ymd_opt(2023, 1, 1)
+        .unwrap()
+        .and_hms_micro_opt(0, 0, 0, 0)
+        .unwrap();
     let base = LogRecord::new(t, Level::Target, "").dump().len();
     let mut records = Vec::new();
     // Around the 10**6 limit: plain ASCII (1 byte each) and escaped characters (4 bytes each).
-    for len in [1_000_000 - base - 3, 1_000_000 - base - 2, 1_000_000 - base - 1, 1_000_000 - base] {
+    for len in [
+        1_000_000 - base - 3,
+        1_000_000 - base - 2,
+        1_000_000 - base - 1,
+        1_000_000 - base,
+    ] {
         records.push(LogRecord::new(t, Level::Target, "x".repeat(len)));
     }
     for n in [249_000usize, 250_000] {
         records.push(LogRecord::new(t, Level::Debug, "\u{7}".repeat(n)));
-        records.push(LogRecord::new(t, Level::Results, LogValue::map().with("case", "x").with("big", "y".repeat(n * 4))));
-        records.push(LogRecord::new(t, Level::Debug, LogValue::List(vec!["é".into(); n / 2])));
+        records.push(LogRecord::new(
+            t,
+            Level::Results,
+            LogValue::map()
+                .with("case", "x")
+                .with("big", "y".repeat(n * 4)),
+        ));
+        records.push(LogRecord::new(
+            t,
+            Level::Debug,
+            LogValue::List(vec!["é".into(); n / 2]),
+        ));
     }
     // The test-case record of the reference.
     records.push(LogRecord::new(
@@ -252,7 +318,13 @@ fn long_lines_and_results_records_match() {
     let py = python_dump(&records);
     for (r, want) in records.iter().zip(&py) {
         let got = r.dump();
-        assert!(got == *want, "len {} vs {}: {}", got.len(), want.len(), &want[..want.len().min(200)]);
+        assert!(
+            got == *want,
+            "len {} vs {}: {}",
+            got.len(),
+            want.len(),
+            &want[..want.len().min(200)]
+        );
     }
     assert_eq!(
         py.last().unwrap(),
@@ -275,9 +347,18 @@ fn dt_matches_python_isoformat() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(args.join("\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(args.join("\n").as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let py: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let py: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     for (d, want) in dts.iter().zip(&py) {
         assert_eq!(&format_dt(*d), want);
     }

@@ -69,8 +69,14 @@ fn shells(tmp: &Path) -> Vec<Shell> {
     let ash = tmp.join("ash");
     std::os::unix::fs::symlink(&busybox, &ash).unwrap();
     vec![
-        Shell { name: "dash", sh: dash },
-        Shell { name: "busybox ash", sh: ash },
+        Shell {
+            name: "dash",
+            sh: dash,
+        },
+        Shell {
+            name: "busybox ash",
+            sh: ash,
+        },
     ]
 }
 
@@ -83,14 +89,19 @@ fn overlay(root: &Path, sh: &Path) -> (JobDefinition, TestShellOverlay) {
         sh.to_str().unwrap(),
         &[("LAVA_JOB_ID".into(), "12".into())],
     );
-    let Action::Test(t) = &job.actions[0] else { panic!() };
-    let TestKind::Definitions(defs) = &t.kind else { panic!() };
+    let Action::Test(t) = &job.actions[0] else {
+        panic!()
+    };
+    let TestKind::Definitions(defs) = &t.kind else {
+        panic!()
+    };
     let with_raw: Vec<_> = defs
         .iter()
         .enumerate()
         .map(|(i, d)| (d.clone(), job.raw_repository(0, i)))
         .collect();
-    ov.add_stage(0, &with_raw, |i| format!("1.{}", i + 1)).unwrap();
+    ov.add_stage(0, &with_raw, |i| format!("1.{}", i + 1))
+        .unwrap();
     (job, ov)
 }
 
@@ -163,23 +174,69 @@ fn helpers_emit_lavas_signals_under_dash_and_busybox() {
             "{}: stdout:\n{stdout}\nstderr:\n{stderr}",
             shell.name
         );
-        assert!(stdout.contains("\nhello\n"), "{}: job parameter: {stdout}", shell.name);
-        assert!(stdout.contains("installing"), "{}: install.sh ran", shell.name);
-        assert!(!stdout.contains("never"), "{}: set -e stops run.sh", shell.name);
+        assert!(
+            stdout.contains("\nhello\n"),
+            "{}: job parameter: {stdout}",
+            shell.name
+        );
+        assert!(
+            stdout.contains("installing"),
+            "{}: install.sh ran",
+            shell.name
+        );
+        assert!(
+            !stdout.contains("never"),
+            "{}: set -e stops run.sh",
+            shell.name
+        );
         // set -x traces the steps (on stderr here; a console merges them).
-        assert!(stderr.contains("+ lava-test-case pwd --shell pwd"), "{}: {stderr}", shell.name);
+        assert!(
+            stderr.contains("+ lava-test-case pwd --shell pwd"),
+            "{}: {stderr}",
+            shell.name
+        );
         // The files lava-test-case writes, and the runner's bookkeeping.
-        let results: Vec<_> = std::fs::read_dir(format!("{dir}/0/results")).unwrap().map(|e| e.unwrap().path()).collect();
-        let smoke = results.iter().find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("0_smoke-")).unwrap();
+        let results: Vec<_> = std::fs::read_dir(format!("{dir}/0/results"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let smoke = results
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("0_smoke-")
+            })
+            .unwrap();
         let read = |p: &str| std::fs::read_to_string(smoke.join(p)).unwrap();
         assert_eq!(read("results/pwd/result"), "pass\n");
         assert_eq!(read("results/speed/measurement"), "12.5\n");
         assert_eq!(read("results/speed/units"), "MB/s\n");
         assert_eq!(read("return_code"), "0\n");
-        let raise = results.iter().find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("1_raise-")).unwrap();
-        assert_eq!(std::fs::read_to_string(raise.join("return_code")).unwrap(), "1\n");
-        assert_eq!(std::fs::read_to_string(raise.join("install_return_code")).unwrap(), "0\n");
-        assert!(!Path::new(&format!("{dir}/0/lava-test-runner.conf")).exists(), "conf renamed");
+        let raise = results
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("1_raise-")
+            })
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(raise.join("return_code")).unwrap(),
+            "1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(raise.join("install_return_code")).unwrap(),
+            "0\n"
+        );
+        assert!(
+            !Path::new(&format!("{dir}/0/lava-test-runner.conf")).exists(),
+            "conf renamed"
+        );
     }
 }
 
@@ -194,30 +251,59 @@ fn helper_misuse_behaves_like_lava() {
         let run = |args: &str| {
             let out = Command::new(&shell.sh)
                 .arg("-c")
-                .arg(format!("export LAVA_RESULT_DIR={}/r; {bin}/{args}", root.display()))
+                .arg(format!(
+                    "export LAVA_RESULT_DIR={}/r; {bin}/{args}",
+                    root.display()
+                ))
                 .env("PATH", format!("{bin}:/usr/bin:/bin"))
                 .output()
                 .unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         };
         let (code, out) = run("lava-test-case x --units MB");
-        assert_eq!((code, out.as_str()), (Some(1), "--result must be specified\n"), "{}", shell.name);
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(1), "--result must be specified\n"),
+            "{}",
+            shell.name
+        );
         let (code, out) = run("lava-test-case x --bogus 1");
         assert_eq!(code, Some(1));
-        assert!(out.starts_with("Usage: lava-test-case TEST_CASE_ID --shell cmds ..."), "{out}");
+        assert!(
+            out.starts_with("Usage: lava-test-case TEST_CASE_ID --shell cmds ..."),
+            "{out}"
+        );
         let (code, out) = run("lava-test-set start");
         assert_eq!(code, Some(1));
-        assert!(out.starts_with("Usage:\n       lava-test-set start NAME"), "{out}");
+        assert!(
+            out.starts_with("Usage:\n       lava-test-set start NAME"),
+            "{out}"
+        );
         let (code, out) = run("lava-test-reference x --result pass");
-        assert_eq!((code, out.as_str()), (Some(1), "--reference must be specified\n"));
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(1), "--reference must be specified\n")
+        );
         let (code, out) = run("lava-test-raise");
-        assert_eq!((code, out.as_str()), (Some(1), "Usage:\n       lava-test-raise MESSAGE\n\n"));
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(1), "Usage:\n       lava-test-raise MESSAGE\n\n")
+        );
         let (code, out) = run("lava-test-event a b");
         assert_eq!(code, Some(1), "{out}");
         let (code, out) = run("lava-test-feedback --namespace other");
-        assert_eq!((code, out.as_str()), (Some(0), "<LAVA_SIGNAL_TESTFEEDBACK other>\n"));
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "<LAVA_SIGNAL_TESTFEEDBACK other>\n")
+        );
         let (code, out) = run("lava-test-feedback");
-        assert_eq!((code, out.as_str()), (Some(1), "--namespace must be specified\n"));
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(1), "--namespace must be specified\n")
+        );
         // lava-signal: kmsg writes to /dev/kmsg instead (here a file stands in for it).
         let out = Command::new(&shell.sh)
             .arg("-c")
@@ -225,7 +311,11 @@ fn helper_misuse_behaves_like_lava() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.contains("<LAVA_SIGNAL_X y>"), "{}: kmsg mode must not print on stdout: {text}", shell.name);
+        assert!(
+            !text.contains("<LAVA_SIGNAL_X y>"),
+            "{}: kmsg mode must not print on stdout: {text}",
+            shell.name
+        );
     }
 }
 
@@ -261,7 +351,13 @@ impl PtyShell {
         let _ = master.as_raw_fd();
         let file = std::fs::File::from(master);
         let reader = tokio::fs::File::from_std(file.try_clone().unwrap());
-        (Self { master: file, child }, ConsoleExpect::new(reader))
+        (
+            Self {
+                master: file,
+                child,
+            },
+            ConsoleExpect::new(reader),
+        )
     }
 
     fn sendline(&mut self, line: &str) {
@@ -284,15 +380,27 @@ async fn delivered_over_a_console_and_run_end_to_end() {
         let root = tmp.path().join(shell.name.replace(' ', "_"));
         std::fs::create_dir_all(&root).unwrap();
         let (job, ov) = overlay(&root, &shell.sh);
-        let plan = plan_delivery(&ov.directories(), &ov.files, DeliveryOptions { max_line: 120 }, 4242).unwrap();
+        let plan = plan_delivery(
+            &ov.directories(),
+            &ov.files,
+            DeliveryOptions { max_line: 120 },
+            4242,
+        )
+        .unwrap();
         let (mut pty, mut console) = PtyShell::spawn(&shell.sh, &root);
         let prompt = Pattern::literal("/ # ");
         let t = Duration::from_secs(20);
-        console.expect(&[&prompt], t).await.unwrap_or_else(|e| panic!("{}: no first prompt: {e}", shell.name));
+        console
+            .expect(&[&prompt], t)
+            .await
+            .unwrap_or_else(|e| panic!("{}: no first prompt: {e}", shell.name));
         for c in &plan.commands {
             assert!(c.len() <= 120);
             pty.sendline(c);
-            let m = console.expect(&[&prompt], t).await.unwrap_or_else(|e| panic!("{}: {c}: {e}", shell.name));
+            let m = console
+                .expect(&[&prompt], t)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {c}: {e}", shell.name));
             if std::env::var_os("LABD_DEBUG").is_some() {
                 eprintln!("SENT {c:?}\nGOT {:?}", m.before);
             }
@@ -301,10 +409,16 @@ async fn delivered_over_a_console_and_run_end_to_end() {
         let marker = Pattern::literal(&plan.done_marker);
         let m = console.expect(&[&marker], t).await.unwrap();
         // The echo showed the arithmetic, not the marker.
-        assert!(m.before.contains("$((2121+2121))"), "{}: {:?}", shell.name, m.before);
+        assert!(
+            m.before.contains("$((2121+2121))"),
+            "{}: {:?}",
+            shell.name,
+            m.before
+        );
         console.expect(&[&prompt], t).await.unwrap();
         for f in &ov.files {
-            let got = std::fs::read(&f.path).unwrap_or_else(|e| panic!("{}: {}: {e}", shell.name, f.path));
+            let got = std::fs::read(&f.path)
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", shell.name, f.path));
             assert!(
                 got == f.content,
                 "{}: {} differs:\n{}\n---- expected ----\n{}",
@@ -317,7 +431,12 @@ async fn delivered_over_a_console_and_run_end_to_end() {
         // The md5sum check the runner may do.
         pty.sendline(&plan.verify_command);
         let m = console.expect(&[&prompt], t).await.unwrap();
-        let sums: Vec<&str> = m.before.lines().map(|l| l.trim_end_matches('\r')).filter(|l| l.len() > 34 && l.as_bytes()[32] == b' ').collect();
+        let sums: Vec<&str> = m
+            .before
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| l.len() > 34 && l.as_bytes()[32] == b' ')
+            .collect();
         assert_eq!(sums, plan.verify_expected, "{}", shell.name);
 
         // Now run stage 0 as the dispatcher does and turn the console into results.
@@ -332,7 +451,10 @@ async fn delivered_over_a_console_and_run_end_to_end() {
             runs: ov.runs.clone(),
             ..Default::default()
         });
-        let fixed = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+        let fixed = chrono::NaiveDate::from_ymd_opt(2023, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
         let mut log = LogWriter::with_clock(Vec::new(), Box::new(move || fixed));
         let never = Pattern::literal("\u{0}never\u{0}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -356,15 +478,27 @@ async fn delivered_over_a_console_and_run_end_to_end() {
         assert_eq!(e.kind.as_str(), "Test");
         session.finish(Instant::now(), &mut log).unwrap();
         let records: Vec<_> = log.sink().iter().map(|l| parse_line(l).unwrap()).collect();
-        let results: Vec<&LogValue> = records.iter().filter(|r| r.lvl == "results").map(|r| &r.msg).collect();
-        let case = |c: &str| results.iter().find(|r| r.get("case").and_then(LogValue::as_str) == Some(c)).copied();
+        let results: Vec<&LogValue> = records
+            .iter()
+            .filter(|r| r.lvl == "results")
+            .map(|r| &r.msg)
+            .collect();
+        let case = |c: &str| {
+            results
+                .iter()
+                .find(|r| r.get("case").and_then(LogValue::as_str) == Some(c))
+                .copied()
+        };
         let s = |v: &LogValue, k: &str| v.get(k).and_then(LogValue::as_str).map(str::to_string);
         let pwd = case("pwd").unwrap();
         assert_eq!(s(pwd, "definition").as_deref(), Some("0_smoke"));
         assert_eq!(s(pwd, "result").as_deref(), Some("pass"));
         assert!(matches!(pwd.get("starttc"), Some(LogValue::Int(_))));
         assert!(matches!(pwd.get("endtc"), Some(LogValue::Int(_))));
-        assert_eq!(s(case("false-case").unwrap(), "result").as_deref(), Some("fail"));
+        assert_eq!(
+            s(case("false-case").unwrap(), "result").as_deref(),
+            Some("fail")
+        );
         let speed = case("speed").unwrap();
         assert_eq!(speed.get("measurement"), Some(&LogValue::Float(12.5)));
         assert_eq!(s(speed, "units").as_deref(), Some("MB/s"));
@@ -372,17 +506,31 @@ async fn delivered_over_a_console_and_run_end_to_end() {
         let ping = case("ping").unwrap();
         assert_eq!(s(ping, "result").as_deref(), Some("skip"));
         assert_eq!(s(ping, "set").as_deref(), Some("net"));
-        assert_eq!(s(case("ref").unwrap(), "reference").as_deref(), Some("http://example.com/r"));
+        assert_eq!(
+            s(case("ref").unwrap(), "reference").as_deref(),
+            Some("http://example.com/r")
+        );
         let endrun = case("0_smoke").unwrap();
-        assert_eq!(s(endrun, "uuid").as_deref(), Some("12_1.2".replace(".2", ".1").as_str()));
+        assert_eq!(
+            s(endrun, "uuid").as_deref(),
+            Some("12_1.2".replace(".2", ".1").as_str())
+        );
         assert_eq!(s(endrun, "path").as_deref(), Some("inline/smoke.yaml"));
         assert_eq!(s(endrun, "revision").as_deref(), Some("unspecified"));
         assert_eq!(s(endrun, "result").as_deref(), Some("pass"));
-        assert!(endrun.get("repository").and_then(|r| r.get("run")).is_some());
+        assert!(
+            endrun
+                .get("repository")
+                .and_then(|r| r.get("run"))
+                .is_some()
+        );
         let unfinished = case("1_raise").unwrap();
         assert_eq!(s(unfinished, "result").as_deref(), Some("fail"));
-        assert!(records.iter().any(|r| r.lvl == "event" && r.msg.as_str() == Some("boot-done")));
+        assert!(
+            records
+                .iter()
+                .any(|r| r.lvl == "event" && r.msg.as_str() == Some("boot-done"))
+        );
         let _ = (&job, BTreeMap::<(), ()>::new());
     }
 }
-

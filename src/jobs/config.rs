@@ -215,9 +215,21 @@ pub fn validate(inv: &Inventory, diags: &mut Diagnostics) {
             .prompts
             .iter()
             .map(|p| ("device.boot.prompts", p))
-            .chain(boot.bootloader_prompt.iter().map(|p| ("device.boot.bootloader_prompt", p)))
-            .chain(boot.interrupt_prompt.iter().map(|p| ("device.boot.interrupt_prompt", p)))
-            .chain(boot.boot_message.iter().map(|p| ("device.boot.boot_message", p)))
+            .chain(
+                boot.bootloader_prompt
+                    .iter()
+                    .map(|p| ("device.boot.bootloader_prompt", p)),
+            )
+            .chain(
+                boot.interrupt_prompt
+                    .iter()
+                    .map(|p| ("device.boot.interrupt_prompt", p)),
+            )
+            .chain(
+                boot.boot_message
+                    .iter()
+                    .map(|p| ("device.boot.boot_message", p)),
+            )
             .chain(
                 boot.kernel_start_message
                     .iter()

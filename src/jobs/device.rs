@@ -162,8 +162,8 @@ pub struct Constants {
 impl<'de> Deserialize<'de> for Constants {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let other: BTreeMap<String, Value> = Option::<BTreeMap<String, Value>>::deserialize(d)?
-            .unwrap_or_default();
+        let other: BTreeMap<String, Value> =
+            Option::<BTreeMap<String, Value>>::deserialize(d)?.unwrap_or_default();
         let text = |k: &str| -> Option<String> {
             match other.get(k)? {
                 Value::String(s) => Some(s.clone()),
@@ -171,23 +171,22 @@ impl<'de> Deserialize<'de> for Constants {
                 _ => None,
             }
         };
-        let num = |k: &str| -> Result<Option<u32>, D::Error> {
-            match other.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .map(Some)
-                    .ok_or_else(|| D::Error::custom(format!("{k}: expected a small integer"))),
-                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-                Some(Value::String(s)) => s
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| D::Error::custom(format!("{k}: expected an integer, got {s:?}"))),
-                Some(_) => Err(D::Error::custom(format!("{k}: expected an integer"))),
-            }
-        };
+        let num =
+            |k: &str| -> Result<Option<u32>, D::Error> {
+                match other.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::Number(n)) => n
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .map(Some)
+                        .ok_or_else(|| D::Error::custom(format!("{k}: expected a small integer"))),
+                    Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                    Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                        D::Error::custom(format!("{k}: expected an integer, got {s:?}"))
+                    }),
+                    Some(_) => Err(D::Error::custom(format!("{k}: expected an integer"))),
+                }
+            };
         let posix = match other.get("posix") {
             Some(v) => serde_norway::from_value(v.clone())
                 .map_err(|e| D::Error::custom(format!("posix: {e}")))?,

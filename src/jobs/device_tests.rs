@@ -14,16 +14,25 @@ fn qemu_device_from_the_transcript() {
     let dev = DeviceConfiguration::parse(&transcript_device()).unwrap();
     let q = dev.qemu().unwrap();
     assert_eq!(q.command.as_deref(), Some("qemu-system-x86_64"));
-    assert_eq!(q.options[1], "-net nic,model=virtio,macaddr=52:54:00:12:34:59 -net user,restrict=on");
+    assert_eq!(
+        q.options[1],
+        "-net nic,model=virtio,macaddr=52:54:00:12:34:59 -net user,restrict=on"
+    );
     let bo = q.boot_options.unwrap();
-    assert_eq!(bo.keys().collect::<Vec<_>>(), ["root", "console", "boot_order"]);
+    assert_eq!(
+        bo.keys().collect::<Vec<_>>(),
+        ["root", "console", "boot_order"]
+    );
     assert!(dev.has_boot_method("minimal"));
     assert!(dev.uboot().is_none());
     assert_eq!(dev.primary_connect().unwrap(), None);
     assert_eq!(dev.timeouts.actions["power-off"].secs(), 10);
     assert_eq!(dev.timeouts.connections["lava-test-shell"].secs(), 10);
     assert_eq!(dev.character_delays, CharacterDelays::default());
-    assert_eq!(dev.constants.default_shell_prompt.as_deref(), Some("lava-test: # "));
+    assert_eq!(
+        dev.constants.default_shell_prompt.as_deref(),
+        Some("lava-test: # ")
+    );
     assert!(dev.other.contains_key("available_architectures"));
 }
 
@@ -70,10 +79,19 @@ actions:
 #[test]
 fn serial_board() {
     let dev = DeviceConfiguration::parse(BBB).unwrap();
-    assert_eq!(dev.primary_connect().unwrap().as_deref(), Some("telnet localhost 6000"));
+    assert_eq!(
+        dev.primary_connect().unwrap().as_deref(),
+        Some("telnet localhost 6000")
+    );
     assert_eq!(dev.commands.power_off.as_ref().unwrap().0.len(), 1);
-    assert_eq!(dev.commands.soft_reboot.as_ref().unwrap().0, ["reboot", "reboot -n"]);
-    assert_eq!(dev.commands.users["do_something"].undo.as_deref(), Some("echo off"));
+    assert_eq!(
+        dev.commands.soft_reboot.as_ref().unwrap().0,
+        ["reboot", "reboot -n"]
+    );
+    assert_eq!(
+        dev.commands.users["do_something"].undo.as_deref(),
+        Some("echo off")
+    );
     assert_eq!(dev.character_delays, CharacterDelays { boot: 10, test: 5 });
     let ub = dev.uboot().unwrap();
     assert_eq!(ub.bootloader_prompt.as_deref(), Some("=>"));
@@ -87,8 +105,14 @@ fn serial_board() {
     assert_eq!(dev.constants.posix, PosixConstants::default());
 
     let two = BBB.replace("tags: [primary, telnet]", "tags: [telnet]");
-    let e = DeviceConfiguration::parse(&two).unwrap().primary_connect().unwrap_err();
-    assert!(e.to_string().contains("no connection is tagged `primary`"), "{e}");
+    let e = DeviceConfiguration::parse(&two)
+        .unwrap()
+        .primary_connect()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("no connection is tagged `primary`"),
+        "{e}"
+    );
     let e = DeviceConfiguration::parse("character_delays: {boot: fast}\n").unwrap_err();
     assert_eq!(e.path, "character_delays.boot");
     assert_eq!(e.line, Some(1));
@@ -128,14 +152,33 @@ options = ["-nographic", "-m 256"]
     let inv = crate::inventory::Inventory::parse(std::path::Path::new("inv.toml"), text).unwrap();
     let bbb = inv.device("bbb01").unwrap().boot.as_ref().unwrap();
     let dev = bbb.to_device_configuration();
-    assert_eq!(dev.uboot().unwrap().bootloader_prompt.as_deref(), Some("=>"));
-    assert_eq!(dev.boot_command_set("u-boot", "ramdisk").unwrap()[1], "bootm 0x82000000");
+    assert_eq!(
+        dev.uboot().unwrap().bootloader_prompt.as_deref(),
+        Some("=>")
+    );
+    assert_eq!(
+        dev.boot_command_set("u-boot", "ramdisk").unwrap()[1],
+        "bootm 0x82000000"
+    );
     assert!(dev.has_boot_method("minimal"));
     assert_eq!(dev.character_delays.boot, 5);
     // LAVA's default constants come along (bootloader error messages, kernel start message).
-    assert_eq!(dev.constants.bootloader("u-boot").unwrap().error_messages.len(), 16);
+    assert_eq!(
+        dev.constants
+            .bootloader("u-boot")
+            .unwrap()
+            .error_messages
+            .len(),
+        16
+    );
     assert_eq!(bbb.login.as_ref().unwrap().username, "root");
-    let q = inv.device("qemu01").unwrap().boot.as_ref().unwrap().to_device_configuration();
+    let q = inv
+        .device("qemu01")
+        .unwrap()
+        .boot
+        .as_ref()
+        .unwrap()
+        .to_device_configuration();
     assert_eq!(q.qemu().unwrap().options, ["-nographic", "-m 256"]);
     assert!(!q.has_boot_method("u-boot"));
 
@@ -145,10 +188,23 @@ options = ["-nographic", "-m 256"]
         .replace("interrupt_char = \" \"", "interrupt_char = \"ab\"");
     let e = crate::inventory::Inventory::parse(std::path::Path::new("inv.toml"), &bad).unwrap_err();
     let msgs: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
-    assert!(msgs.iter().any(|m| m.contains("device.boot.methods") && m.contains("\"grub\"")), "{msgs:#?}");
-    assert!(msgs.iter().any(|m| m.starts_with("inv.toml:13:") && m.contains("device.boot.prompts")), "{msgs:#?}");
-    assert!(msgs.iter().any(|m| m.contains("device.boot.interrupt_char")), "{msgs:#?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("device.boot.methods") && m.contains("\"grub\"")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("inv.toml:13:") && m.contains("device.boot.prompts")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("device.boot.interrupt_char")),
+        "{msgs:#?}"
+    );
     let typo = text.replace("bootloader_prompt", "bootloader_prompts");
-    let e = crate::inventory::Inventory::parse(std::path::Path::new("inv.toml"), &typo).unwrap_err();
+    let e =
+        crate::inventory::Inventory::parse(std::path::Path::new("inv.toml"), &typo).unwrap_err();
     assert!(e.to_string().contains("bootloader_prompts"), "{e}");
 }

@@ -103,7 +103,10 @@ pub const KERNEL_MESSAGES: [KernelMessage; 10] = [
 
 /// `LinuxKernelMessages.get_init_prompts()`.
 pub fn init_prompts() -> Vec<String> {
-    KERNEL_MESSAGES.iter().map(|m| m.start.to_string()).collect()
+    KERNEL_MESSAGES
+        .iter()
+        .map(|m| m.start.to_string())
+        .collect()
 }
 
 /// The kind of a `cut here` trace, from its text (LAVA's fallback classification).
@@ -121,7 +124,10 @@ pub fn classify_trace(message: &str) -> &'static str {
 
 /// LAVA's warning for a prompt with neither `\` nor `:`, or `None` when the prompt is fine.
 pub fn prompt_warning(prompt: &str) -> Option<String> {
-    if prompt.chars().any(|c| DISTINCTIVE_PROMPT_CHARACTERS.contains(c)) {
+    if prompt
+        .chars()
+        .any(|c| DISTINCTIVE_PROMPT_CHARACTERS.contains(c))
+    {
         None
     } else {
         Some(format!(
@@ -161,7 +167,11 @@ pub enum LoginMatch {
 
 impl LoginPrompts {
     /// The list `LoginAction.run` builds before `check_kernel_messages`.
-    pub fn new(prompts: &[String], failure_message: Option<&str>, login_prompt: Option<&str>) -> Self {
+    pub fn new(
+        prompts: &[String],
+        failure_message: Option<&str>,
+        login_prompt: Option<&str>,
+    ) -> Self {
         let mut patterns = init_prompts();
         patterns.extend(prompts.iter().cloned());
         if let Some(f) = failure_message {
@@ -280,7 +290,10 @@ mod tests {
     fn defaults_parse_and_match_the_reference() {
         let dev = default_device_configuration();
         let ub = dev.constants.bootloader("u-boot").unwrap();
-        assert_eq!(ub.interrupt_prompt.as_deref(), Some("Hit any key to stop autoboot"));
+        assert_eq!(
+            ub.interrupt_prompt.as_deref(),
+            Some("Hit any key to stop autoboot")
+        );
         assert_eq!(ub.interrupt_character.unwrap().0, " ");
         assert_eq!(ub.interrupt_newline, Some(true));
         assert_eq!(ub.error_messages.len(), 16);
@@ -290,14 +303,33 @@ mod tests {
         assert_eq!(bb.interrupt_character.unwrap().0, " ");
         let grub = dev.constants.bootloader("grub").unwrap();
         assert_eq!(grub.interrupt_newline, Some(false));
-        assert_eq!(dev.constants.bootloader("ipxe").unwrap().interrupt_ctrl_list, ["b"]);
-        assert_eq!(dev.constants.kernel_start_message.as_deref(), Some("Linux version [0-9]"));
-        assert_eq!(dev.constants.default_shell_prompt.as_deref(), Some("lava-test: # "));
+        assert_eq!(
+            dev.constants
+                .bootloader("ipxe")
+                .unwrap()
+                .interrupt_ctrl_list,
+            ["b"]
+        );
+        assert_eq!(
+            dev.constants.kernel_start_message.as_deref(),
+            Some("Linux version [0-9]")
+        );
+        assert_eq!(
+            dev.constants.default_shell_prompt.as_deref(),
+            Some("lava-test: # ")
+        );
         assert_eq!(dev.constants.spawn_maxread, Some(4092));
         assert_eq!(dev.constants.failure_retry, Some(1));
         assert_eq!(dev.constants.boot_retry, None);
         assert_eq!(dev.constants.posix.results_dir("12"), "/lava-12");
-        for b in ["barebox", "u-boot", "grub", "grub-efi", "ipxe", "depthcharge"] {
+        for b in [
+            "barebox",
+            "u-boot",
+            "grub",
+            "grub-efi",
+            "ipxe",
+            "depthcharge",
+        ] {
             for m in bootloader_error_messages(&dev, b) {
                 Pattern::new(&m).unwrap();
             }
@@ -311,10 +343,19 @@ mod tests {
         assert_eq!(
             lp.patterns,
             [
-                r"-\[ cut here \]", "Unhandled fault", "BUG: KCSAN:", "BUG: KASAN:",
-                "BUG: KFENCE:", "Oops(?: -|:)", "WARNING:", "(kernel BUG at|BUG:)",
-                "invalid opcode:", "Kernel panic - not syncing", "NEVER-SEEN-PROMPT",
-                "Login timed out", "Login incorrect"
+                r"-\[ cut here \]",
+                "Unhandled fault",
+                "BUG: KCSAN:",
+                "BUG: KASAN:",
+                "BUG: KFENCE:",
+                "Oops(?: -|:)",
+                "WARNING:",
+                "(kernel BUG at|BUG:)",
+                "invalid opcode:",
+                "Kernel panic - not syncing",
+                "NEVER-SEEN-PROMPT",
+                "Login timed out",
+                "Login incorrect"
             ]
         );
         assert_eq!(lp.classify(9), Some(LoginMatch::Kernel(9)));
@@ -328,9 +369,11 @@ mod tests {
         for p in &lp.patterns {
             Pattern::new(p).unwrap();
         }
-        assert!(prompt_warning("NEVER-SEEN-PROMPT").unwrap().starts_with(
-            "The string 'NEVER-SEEN-PROMPT' does not look like a typical prompt"
-        ));
+        assert!(
+            prompt_warning("NEVER-SEEN-PROMPT")
+                .unwrap()
+                .starts_with("The string 'NEVER-SEEN-PROMPT' does not look like a typical prompt")
+        );
         assert_eq!(prompt_warning("root@debian:"), None);
         assert_eq!(
             bootloader_error("TIMEOUT", 3).message,

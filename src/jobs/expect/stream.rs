@@ -234,7 +234,10 @@ mod tests {
             tx.write_all(b"\xa9\r\n/ # ").await.unwrap();
             tx
         });
-        let m = e.expect(&[&panic, &prompt], Duration::from_secs(5)).await.unwrap();
+        let m = e
+            .expect(&[&panic, &prompt], Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(m.index, 1);
         assert_eq!(m.before, "Linux version 6.1\r\nBusyBox é\r\n");
         assert_eq!(
@@ -242,10 +245,16 @@ mod tests {
             vec!["Linux version 6.1".to_string(), "BusyBox é".to_string()]
         );
         let tx = writer.await.unwrap();
-        let err = e.expect(&[&prompt], Duration::from_millis(50)).await.unwrap_err();
+        let err = e
+            .expect(&[&prompt], Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ExpectError::Timeout { .. }));
         drop(tx);
-        let err = e.expect(&[&prompt], Duration::from_secs(5)).await.unwrap_err();
+        let err = e
+            .expect(&[&prompt], Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ExpectError::Eof { .. }));
     }
 

@@ -124,7 +124,11 @@ pub fn yaml_float(f: f64) -> String {
         return ".nan".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { ".inf".into() } else { "-.inf".into() };
+        return if f > 0.0 {
+            ".inf".into()
+        } else {
+            "-.inf".into()
+        };
     }
     let r = python_float_repr(f).to_ascii_lowercase();
     if !r.contains('.') && r.contains('e') {
@@ -236,7 +240,9 @@ mod tests {
 
     #[test]
     fn complex_keys() {
-        let v = LogValue::map().with("a\nb", "c").with(&"k".repeat(129), "v");
+        let v = LogValue::map()
+            .with("a\nb", "c")
+            .with(&"k".repeat(129), "v");
         let k = "k".repeat(129);
         assert_eq!(dump(&v), format!(r#"{{? "a\nb" : "c", ? "{k}" : "v"}}"#));
     }

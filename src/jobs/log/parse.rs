@@ -337,7 +337,8 @@ impl Parser {
                         return Err(self.err("bad hexadecimal escape"));
                     }
                     self.i += width;
-                    let code = u32::from_str_radix(&hex, 16).map_err(|e| self.err(e.to_string()))?;
+                    let code =
+                        u32::from_str_radix(&hex, 16).map_err(|e| self.err(e.to_string()))?;
                     let ch = char::from_u32(code)
                         .ok_or_else(|| self.err(format!("escape \\{e}{hex} is not a character")))?;
                     out.push(ch);
@@ -367,7 +368,11 @@ fn resolve_plain(s: &str) -> LogValue {
         _ => (false, s),
     };
     if matches!(body, ".inf" | ".Inf" | ".INF") {
-        return LogValue::Float(if neg { f64::NEG_INFINITY } else { f64::INFINITY });
+        return LogValue::Float(if neg {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
     }
     let clean: String = body.chars().filter(|c| *c != '_').collect();
     let is_int = !clean.is_empty()
@@ -398,13 +403,19 @@ mod tests {
     fn observed_lines_parse() {
         let r = parse_line(r#"{"dt": "2026-11-22T03:38:59.198065", "lvl": "results", "msg": {"case": "login-action", "definition": "lava", "duration": "33.00", "extra": {"fail": "login-action timed out after 33 seconds"}, "level": "2.2.1", "namespace": "common", "result": "fail"}}"#).unwrap();
         assert_eq!(r.lvl, "results");
-        assert_eq!(r.msg.get("duration").and_then(LogValue::as_str), Some("33.00"));
+        assert_eq!(
+            r.msg.get("duration").and_then(LogValue::as_str),
+            Some("33.00")
+        );
         let r = parse_line(r#"{"dt": "x", "lvl": "results", "msg": {"endtc": ! "12", "m": !!float "1.5", "n": !!int "3", "s": 'it''s', "p": plain text, "b": ! "true"}}"#).unwrap();
         assert_eq!(r.msg.get("endtc"), Some(&LogValue::Int(12)));
         assert_eq!(r.msg.get("m"), Some(&LogValue::Float(1.5)));
         assert_eq!(r.msg.get("n"), Some(&LogValue::Int(3)));
         assert_eq!(r.msg.get("s").and_then(LogValue::as_str), Some("it's"));
-        assert_eq!(r.msg.get("p").and_then(LogValue::as_str), Some("plain text"));
+        assert_eq!(
+            r.msg.get("p").and_then(LogValue::as_str),
+            Some("plain text")
+        );
         assert_eq!(r.msg.get("b"), Some(&LogValue::Bool(true)));
     }
 
@@ -412,7 +423,10 @@ mod tests {
     fn escapes_and_complex_keys_round_trip() {
         let msg = LogValue::map()
             .with("a\nb", "\u{1F600}\x1b[0m\"\\\u{85}")
-            .with(&"k".repeat(200), LogValue::List(vec![LogValue::Null, 1.5.into()]));
+            .with(
+                &"k".repeat(200),
+                LogValue::List(vec![LogValue::Null, 1.5.into()]),
+            );
         let rec = LogRecord {
             dt: "2023-01-01T00:00:00".into(),
             lvl: "feedback".into(),
@@ -432,7 +446,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for bad in ["", "[]", "{", "{\"dt\": \"a\"}", "{\"dt\": \"a\", \"lvl\": \"b\", \"msg\": \"\\q\"}"] {
+        for bad in [
+            "",
+            "[]",
+            "{",
+            "{\"dt\": \"a\"}",
+            "{\"dt\": \"a\", \"lvl\": \"b\", \"msg\": \"\\q\"}",
+        ] {
             assert!(parse_line(bad).is_err(), "{bad:?}");
         }
         fuzz_log_line(b"{\"dt\": \"a\", \"lvl\": \"b\", \"msg\": [[[[1]]]]}");

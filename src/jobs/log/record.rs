@@ -282,10 +282,14 @@ mod tests {
 
     #[test]
     fn observed_lines() {
-        let mut dt = NaiveDateTime::parse_from_str("2026-11-22T03:36:52.566270", "%Y-%m-%dT%H:%M:%S%.f")
-            .unwrap();
+        let mut dt =
+            NaiveDateTime::parse_from_str("2026-11-22T03:36:52.566270", "%Y-%m-%dT%H:%M:%S%.f")
+                .unwrap();
         let mut w = LogWriter::with_clock(Vec::new(), Box::new(move || dt));
-        w.log(Level::Info, "lava-dispatcher, installed at version: 2023.01");
+        w.log(
+            Level::Info,
+            "lava-dispatcher, installed at version: 2023.01",
+        );
         assert_eq!(
             w.sink()[0],
             r#"{"dt": "2026-11-22T03:36:52.566270", "lvl": "info", "msg": "lava-dispatcher, installed at version: 2023.01"}"#
@@ -308,7 +312,10 @@ mod tests {
             line,
             r#"{"dt": "2023-01-01T00:00:00", "lvl": "results", "msg": {"case": "pwd", "definition": "0_smoke", "endtc": ! "2", "measurement": ! "1.5", "result": "pass", "starttc": ! "1"}}"#
         );
-        assert!(w.results(LogValue::map().with("case", "x").with("extra", "y")).is_err());
+        assert!(
+            w.results(LogValue::map().with("case", "x").with("extra", "y"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -320,6 +327,9 @@ mod tests {
             r#"{"dt": "2023-01-01T00:00:00", "lvl": "target", "msg": "<line way too long ...>"}"#
         );
         r.msg = LogValue::List(vec![LogValue::from(long)]);
-        assert!(r.dump().ends_with(r#""msg": {"skip": "line way too long ..."}}"#));
+        assert!(
+            r.dump()
+                .ends_with(r#""msg": {"skip": "line way too long ..."}}"#)
+        );
     }
 }

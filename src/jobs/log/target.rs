@@ -55,7 +55,10 @@ mod tests {
     fn mirrors_shell_logger() {
         let mut l = TargetLineLogger::new();
         assert!(l.write("\x1bc\x1b[?7l[    0.0] Linux").is_empty());
-        assert_eq!(l.write(" version\r\n"), vec!["c[?7l[    0.0] Linux version"]);
+        assert_eq!(
+            l.write(" version\r\n"),
+            vec!["c[?7l[    0.0] Linux version"]
+        );
         // "\r\n\r\n" keeps an empty line: "\n\n" is replaced before "\r" is removed.
         assert_eq!(l.write("a\r\n\r\nb\n"), vec!["a", "", "b"]);
         assert_eq!(l.write("x\n\ny\n"), vec!["x", "y"]);

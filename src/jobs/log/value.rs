@@ -74,7 +74,9 @@ impl LogValue {
             LogValue::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             LogValue::Str(s) => J::String(s.clone()),
             LogValue::List(l) => J::Array(l.iter().map(LogValue::to_json).collect()),
-            LogValue::Map(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            LogValue::Map(m) => {
+                J::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::test::TestAction;
 use super::timeouts::Timeout;
@@ -72,7 +72,9 @@ macro_rules! action_block {
 }
 pub(crate) use action_block;
 
-/// One entry of `actions:`.
+/// One entry of `actions:`. A job has a handful, so the size spread between variants does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Deploy(DeployAction),
@@ -446,7 +448,9 @@ impl<'de> Deserialize<'de> for BootAction {
         }
         if let Some(al) = &raw.auto_login {
             if al.login_prompt.is_empty() {
-                return Err(de::Error::custom("auto_login.login_prompt must not be empty"));
+                return Err(de::Error::custom(
+                    "auto_login.login_prompt must not be empty",
+                ));
             }
             if al.password_prompt.is_some() != al.password.is_some() {
                 return Err(de::Error::custom(

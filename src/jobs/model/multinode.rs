@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::timeouts::Timeout;
 use super::util::OrderedMap;
@@ -81,7 +81,8 @@ impl MultinodeProtocol {
     }
 }
 
-/// One value of `roles:`.
+/// One value of `roles:` (a few per job; variant sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoleEntry {
     /// Sub-job form: the role of the job id used as key.

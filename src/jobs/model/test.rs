@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::actions::{ActionCommon, action_block};
 use super::timeouts::Timeout;
@@ -121,7 +121,8 @@ impl<'de> Deserialize<'de> for Repository {
                 Ok(Repository::Url(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Repository, A::Error> {
-                let def = InlineTestDefinition::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let def =
+                    InlineTestDefinition::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(Repository::Inline(Box::new(def)))
             }
         }

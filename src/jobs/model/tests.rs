@@ -174,7 +174,9 @@ fn server_form_job_parses() {
     let job = JobDefinition::parse_and_validate(SERVER_JOB).unwrap();
     assert_eq!(job.job_name, "peers qemu busybox boot");
     assert_eq!(job.timeouts.job.secs(), 600);
-    let Action::Deploy(d) = &job.actions[0] else { panic!() };
+    let Action::Deploy(d) = &job.actions[0] else {
+        panic!()
+    };
     assert_eq!(d.to, DeployTo::Tmpfs);
     // Order as written (the server sorted them: initrd first).
     assert_eq!(d.images.keys().collect::<Vec<_>>(), ["initrd", "kernel"]);
@@ -182,7 +184,9 @@ fn server_form_job_parses() {
         d.images.get("kernel").unwrap().image_arg.as_deref(),
         Some("-kernel {kernel} -append \"console=ttyS0,115200 rdinit=/init panic=-1\"")
     );
-    let Action::Boot(b) = &job.actions[1] else { panic!() };
+    let Action::Boot(b) = &job.actions[1] else {
+        panic!()
+    };
     assert_eq!(b.method, BootMethod::Qemu);
     assert_eq!(b.prompts, ["/ # "]);
     assert_eq!(b.common.timeout.unwrap().secs(), 180);
@@ -191,15 +195,26 @@ fn server_form_job_parses() {
 #[test]
 fn documented_jobs_parse() {
     let job = JobDefinition::parse(QEMU_DOC_JOB).unwrap();
-    let Action::Deploy(d) = &job.actions[0] else { panic!() };
-    assert_eq!(d.images.get("rootfs").unwrap().compression, Some(Compression::Xz));
-    let Action::Boot(b) = &job.actions[1] else { panic!() };
+    let Action::Deploy(d) = &job.actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        d.images.get("rootfs").unwrap().compression,
+        Some(Compression::Xz)
+    );
+    let Action::Boot(b) = &job.actions[1] else {
+        panic!()
+    };
     assert_eq!(b.auto_login.as_ref().unwrap().username, "root");
     // from: git parses, and validation says clearly that labd does not run it.
     let problems = job.validate();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].path, "actions[2].test.definitions[0].from");
-    assert!(problems[0].message.contains("`from: git`"), "{}", problems[0]);
+    assert!(
+        problems[0].message.contains("`from: git`"),
+        "{}",
+        problems[0]
+    );
 
     let job = JobDefinition::parse_and_validate(MULTINODE).unwrap();
     let mn = job.multinode().unwrap();
@@ -225,10 +240,17 @@ fn uboot_interactive_monitor_job() {
     let job = JobDefinition::parse_and_validate(UBOOT).unwrap();
     let t = &job.timeouts;
     assert_eq!(t.actions["u-boot-interrupt"].secs(), 30);
-    let Action::Deploy(d) = &job.actions[0] else { panic!() };
+    let Action::Deploy(d) = &job.actions[0] else {
+        panic!()
+    };
     assert_eq!(d.to, DeployTo::Downloads);
-    assert_eq!(d.images.get("rootfs").unwrap().archive.as_deref(), Some("tar"));
-    let Action::Boot(b) = &job.actions[1] else { panic!() };
+    assert_eq!(
+        d.images.get("rootfs").unwrap().archive.as_deref(),
+        Some("tar")
+    );
+    let Action::Boot(b) = &job.actions[1] else {
+        panic!()
+    };
     assert_eq!(
         b.commands,
         Some(BootCommands::Literal(vec![
@@ -239,35 +261,72 @@ fn uboot_interactive_monitor_job() {
     let al = b.auto_login.as_ref().unwrap();
     assert_eq!(al.password.as_deref(), Some("secret"));
     assert_eq!(al.login_commands[1], "export PS1=\"# \"");
-    let Action::Test(t) = &job.actions[2] else { panic!() };
-    let TestKind::Definitions(defs) = &t.kind else { panic!() };
-    assert_eq!(defs[0].parameters, [("TEST".to_string(), "quick".to_string()), ("COUNT".into(), "3".into())]);
-    let Repository::Inline(def) = &defs[0].repository else { panic!() };
+    let Action::Test(t) = &job.actions[2] else {
+        panic!()
+    };
+    let TestKind::Definitions(defs) = &t.kind else {
+        panic!()
+    };
+    assert_eq!(
+        defs[0].parameters,
+        [
+            ("TEST".to_string(), "quick".to_string()),
+            ("COUNT".into(), "3".into())
+        ]
+    );
+    let Repository::Inline(def) = &defs[0].repository else {
+        panic!()
+    };
     let steps = &def.run.as_ref().unwrap().steps;
     assert_eq!(steps.len(), 3);
     assert!(steps[1].is_none());
     assert_eq!(steps[2].as_ref().unwrap().0, "42");
-    assert_eq!(def.parse.as_ref().unwrap().fixupdict["PASS"], TestResult::Pass);
-    let Action::Test(t) = &job.actions[3] else { panic!() };
-    let TestKind::Interactive(i) = &t.kind else { panic!() };
+    assert_eq!(
+        def.parse.as_ref().unwrap().fixupdict["PASS"],
+        TestResult::Pass
+    );
+    let Action::Test(t) = &job.actions[3] else {
+        panic!()
+    };
+    let TestKind::Interactive(i) = &t.kind else {
+        panic!()
+    };
     assert_eq!(i[0].script.len(), 3);
-    assert_eq!(i[0].script[0].failures[0].exception, Some(InteractiveException::JobError));
+    assert_eq!(
+        i[0].script[0].failures[0].exception,
+        Some(InteractiveException::JobError)
+    );
     assert_eq!(i[0].script[1].delay, Some(2));
     assert_eq!(i[0].script[2].command, None);
-    let Action::Test(t) = &job.actions[4] else { panic!() };
-    let TestKind::Monitors(m) = &t.kind else { panic!() };
+    let Action::Test(t) = &job.actions[4] else {
+        panic!()
+    };
+    let TestKind::Monitors(m) = &t.kind else {
+        panic!()
+    };
     assert_eq!(m[0].end, "PROJECT EXECUTION SUCCESSFUL");
 
     // Timeout resolution, as Pipeline.add_action does it.
     let block = b.common.timeout.as_ref();
     let secs = |name: &str| {
         job.timeouts
-            .action_timeout(name, DEFAULT_ACTION_TIMEOUT, block, Some(&b.common.timeouts), None)
+            .action_timeout(
+                name,
+                DEFAULT_ACTION_TIMEOUT,
+                block,
+                Some(&b.common.timeouts),
+                None,
+            )
             .secs()
     };
     // The boot block's own timeout wins over the job's per-name value.
     assert_eq!(secs("u-boot-interrupt"), 240);
-    assert_eq!(job.timeouts.action_timeout("x", DEFAULT_ACTION_TIMEOUT, None, None, None).secs(), 30);
+    assert_eq!(
+        job.timeouts
+            .action_timeout("x", DEFAULT_ACTION_TIMEOUT, None, None, None)
+            .secs(),
+        30
+    );
     assert_eq!(
         job.timeouts
             .action_timeout("lava-test-shell", DEFAULT_ACTION_TIMEOUT, None, None, None)
@@ -286,17 +345,22 @@ fn err(text: &str) -> DefinitionError {
     JobDefinition::parse(text).unwrap_err()
 }
 
-const HEAD: &str = "job_name: x\ndevice_type: qemu\nvisibility: public\ntimeouts: {job: {minutes: 5}}\nactions:\n";
+const HEAD: &str =
+    "job_name: x\ndevice_type: qemu\nvisibility: public\ntimeouts: {job: {minutes: 5}}\nactions:\n";
 
 #[test]
 fn errors_name_the_place() {
-    let e = err(&format!("{HEAD}- deploy: {{to: tmpfs, images: {{k: {{url: file:///k}}}}}}\n- boot:\n    method: fastboot\n"));
+    let e = err(&format!(
+        "{HEAD}- deploy: {{to: tmpfs, images: {{k: {{url: file:///k}}}}}}\n- boot:\n    method: fastboot\n"
+    ));
     assert_eq!(e.path, "actions[1].boot.method");
     assert_eq!(e.line, Some(8));
     assert!(e.message.contains("boot method `fastboot` exists in LAVA but is not supported by labd (supported: minimal, u-boot, qemu)"), "{e}");
     assert!(e.to_string().starts_with("job definition:8:"), "{e}");
 
-    let e = err(&format!("{HEAD}- boot:\n    method: qemu\n    promts: ['# ']\n"));
+    let e = err(&format!(
+        "{HEAD}- boot:\n    method: qemu\n    promts: ['# ']\n"
+    ));
     assert_eq!(e.path, "actions[0].boot");
     assert!(e.message.contains("unknown field `promts`"), "{e}");
     assert_eq!(e.line, Some(8));
@@ -306,16 +370,29 @@ fn errors_name_the_place() {
     assert!(e.message.contains("`command`"), "{e}");
 
     let e = err(&format!("{HEAD}- deploy:\n    to: nfs\n"));
-    assert!(e.message.contains("deploy target `nfs` exists in LAVA"), "{e}");
+    assert!(
+        e.message.contains("deploy target `nfs` exists in LAVA"),
+        "{e}"
+    );
 
-    let e = err(&format!("{HEAD}- boot:\n    method: u-boot\n    prompts: ['# ']\n"));
+    let e = err(&format!(
+        "{HEAD}- boot:\n    method: u-boot\n    prompts: ['# ']\n"
+    ));
     assert!(e.message.contains("needs `commands`"), "{e}");
     assert!(e.path.starts_with("actions[0]"), "{e}");
 
-    let e = err(&format!("{HEAD}- boot:\n    method: minimal\n    commands: [a]\n"));
-    assert!(e.message.contains("`commands` does not apply to boot method `minimal`"), "{e}");
+    let e = err(&format!(
+        "{HEAD}- boot:\n    method: minimal\n    commands: [a]\n"
+    ));
+    assert!(
+        e.message
+            .contains("`commands` does not apply to boot method `minimal`"),
+        "{e}"
+    );
 
-    let e = err(&format!("{HEAD}- test:\n    definitions:\n    - {{from: inline, name: 'bad name', path: x.yaml, repository: {{metadata: {{format: Lava-Test Test Definition 1.0, name: x}}}}}}\n"));
+    let e = err(&format!(
+        "{HEAD}- test:\n    definitions:\n    - {{from: inline, name: 'bad name', path: x.yaml, repository: {{metadata: {{format: Lava-Test Test Definition 1.0, name: x}}}}}}\n"
+    ));
     assert!(e.message.contains("name `bad name`"), "{e}");
     assert!(e.path.starts_with("actions[0].test.definitions"), "{e}");
 
@@ -329,13 +406,23 @@ fn errors_name_the_place() {
 #[test]
 fn cross_key_rules() {
     let t = |s: &str| JobDefinition::parse(s).unwrap().validate();
-    let p = t(&format!("{HEAD}- boot:\n    method: minimal\n    timeout: {{minutes: 6}}\n    prompts: ['# ']\n"));
+    let p = t(&format!(
+        "{HEAD}- boot:\n    method: minimal\n    timeout: {{minutes: 6}}\n    prompts: ['# ']\n"
+    ));
     assert_eq!(p[0].message, "Action timeout is larger than job timeout");
     assert_eq!(p[0].path, "actions[0].boot.timeout");
     let p = t("job_name: x\nvisibility: public\ntimeouts: {job: {minutes: 5}}\nactions: []\n");
-    assert_eq!(p[0].message, "\"device_type\" or multinode should be defined");
-    let p = t(&format!("{HEAD}- boot:\n    method: minimal\n    prompts: ['(']\n"));
-    assert!(p[0].message.starts_with("invalid regular expression"), "{p:?}");
+    assert_eq!(
+        p[0].message,
+        "\"device_type\" or multinode should be defined"
+    );
+    let p = t(&format!(
+        "{HEAD}- boot:\n    method: minimal\n    prompts: ['(']\n"
+    ));
+    assert!(
+        p[0].message.starts_with("invalid regular expression"),
+        "{p:?}"
+    );
     let mn = MULTINODE.replace("- boot:\n    role: [foo, bar]", "- boot:\n    role: [baz]");
     let p = t(&mn);
     assert!(p.iter().any(|e| e.message.contains("role `baz`")), "{p:?}");
@@ -343,7 +430,17 @@ fn cross_key_rules() {
 
 #[test]
 fn fuzz_entry_point_survives_seeds() {
-    for seed in [SERVER_JOB, QEMU_DOC_JOB, MULTINODE, SUB_JOB, UBOOT, "", "{", "- - -", "actions: !!binary AAAA"] {
+    for seed in [
+        SERVER_JOB,
+        QEMU_DOC_JOB,
+        MULTINODE,
+        SUB_JOB,
+        UBOOT,
+        "",
+        "{",
+        "- - -",
+        "actions: !!binary AAAA",
+    ] {
         crate::jobs::model::fuzz_job_yaml(seed.as_bytes());
     }
 }

@@ -153,7 +153,10 @@ impl JobTimeouts {
             duration: default,
             skip: false,
         };
-        if let Some(x) = self.connection.or_else(|| device.and_then(|d| d.connection)) {
+        if let Some(x) = self
+            .connection
+            .or_else(|| device.and_then(|d| d.connection))
+        {
             t = x;
         }
         if let Some(x) = self

@@ -170,7 +170,6 @@ impl fmt::Display for TestResult {
 /// LAVA's name rule for test definitions, interactive tests and monitors: `^[-_a-zA-Z0-9.]+$`.
 pub fn is_lava_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

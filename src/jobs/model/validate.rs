@@ -40,7 +40,11 @@ pub(super) fn validate(job: &JobDefinition) -> Vec<DefinitionError> {
     }
 
     let p = &job.protocols;
-    for (name, v) in [("lava-lxc", &p.lxc), ("lava-vland", &p.vland), ("lava-xnbd", &p.xnbd)] {
+    for (name, v) in [
+        ("lava-lxc", &p.lxc),
+        ("lava-vland", &p.vland),
+        ("lava-xnbd", &p.xnbd),
+    ] {
         if v.is_some() {
             err(
                 format!("protocols.{name}"),
@@ -60,7 +64,10 @@ pub(super) fn validate(job: &JobDefinition) -> Vec<DefinitionError> {
                     ("environment", job.environment.is_some()),
                 ] {
                     if set {
-                        err(key.into(), format!("\"{key}\" should not be used with multinode"));
+                        err(
+                            key.into(),
+                            format!("\"{key}\" should not be used with multinode"),
+                        );
                     }
                 }
                 for (role, req) in mn.requested_roles() {

@@ -163,13 +163,20 @@ mod tests {
 
     #[test]
     fn lines_are_short_and_harmless() {
-        let content = b"#!/bin/sh\necho \"<LAVA_SIGNAL_ENDRUN $X>\"\t100%\\ 'q' !\x03\xc3\xa9".repeat(20);
+        let content =
+            b"#!/bin/sh\necho \"<LAVA_SIGNAL_ENDRUN $X>\"\t100%\\ 'q' !\x03\xc3\xa9".repeat(20);
         let f = OverlayFile {
             path: "/lava-12/bin/x".into(),
             content,
             executable: true,
         };
-        let plan = plan_delivery(&["/lava-12/bin".into()], &[f], DeliveryOptions { max_line: 80 }, 42).unwrap();
+        let plan = plan_delivery(
+            &["/lava-12/bin".into()],
+            &[f],
+            DeliveryOptions { max_line: 80 },
+            42,
+        )
+        .unwrap();
         for c in &plan.commands {
             assert!(c.len() <= 80, "{c}");
             for bad in ['<', '#', '$', '!', '\t', '%', '\''] {
@@ -187,8 +194,17 @@ mod tests {
             executable: false,
         };
         for max_line in 20..40 {
-            let p = plan_delivery(&[], std::slice::from_ref(&dashes), DeliveryOptions { max_line }, 1).unwrap();
-            assert!(p.commands.iter().all(|c| !c.starts_with("printf '-")), "{max_line}");
+            let p = plan_delivery(
+                &[],
+                std::slice::from_ref(&dashes),
+                DeliveryOptions { max_line },
+                1,
+            )
+            .unwrap();
+            assert!(
+                p.commands.iter().all(|c| !c.starts_with("printf '-")),
+                "{max_line}"
+            );
         }
         assert_eq!(plan.done_command, "echo LABD_DELIVERED_$((21+21))");
         assert_eq!(plan.done_marker, "LABD_DELIVERED_42");

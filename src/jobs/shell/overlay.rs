@@ -54,7 +54,12 @@ pub struct TestShellOverlay {
 impl TestShellOverlay {
     /// The helpers and the `environment` file; `environment` is the already flattened export
     /// list (see [`environment_exports`]).
-    pub fn new(job_id: &str, results_dir: &str, sh: &str, environment: &[(String, String)]) -> Self {
+    pub fn new(
+        job_id: &str,
+        results_dir: &str,
+        sh: &str,
+        environment: &[(String, String)],
+    ) -> Self {
         let mut files: Vec<OverlayFile> = HELPERS
             .iter()
             .filter_map(|name| {
@@ -226,7 +231,11 @@ pub fn run_sh(
         s.push_str("echo \"<LAVA_SIGNAL_STARTRUN $TESTRUN_ID $UUID>\"\n");
     }
     s.push_str("set -x\n");
-    let steps = testdef.run.as_ref().map(|r| r.steps.as_slice()).unwrap_or(&[]);
+    let steps = testdef
+        .run
+        .as_ref()
+        .map(|r| r.steps.as_slice())
+        .unwrap_or(&[]);
     for step in steps.iter().flatten() {
         let mut cmd = step.0.clone();
         if cmd.contains("--cmd") || cmd.contains("--shell") {
@@ -276,7 +285,11 @@ fn escape_positional(cmd: &str) -> String {
 
 /// `install.sh` when the definition has `install.steps` (the part that runs on any board; deps,
 /// keys and sources need a distribution's package manager and are written as LAVA writes them).
-fn install_sh(testdef: &InlineTestDefinition, def: &TestDefinitionRef, runner_path: &str) -> Option<String> {
+fn install_sh(
+    testdef: &InlineTestDefinition,
+    def: &TestDefinitionRef,
+    runner_path: &str,
+) -> Option<String> {
     let install = testdef.install.as_ref()?;
     let skip = |k: &str| def.skip_install.iter().any(|s| s == k || s == "all");
     let mut s = parameter_lines(testdef, def);
@@ -394,7 +407,10 @@ mod tests {
 
     #[test]
     fn positional_escape_matches_python() {
-        assert_eq!(escape_positional("lava-test-case x --shell echo $1 $23a $4"), "lava-test-case x --shell echo \\$1 $23a \\$4");
+        assert_eq!(
+            escape_positional("lava-test-case x --shell echo $1 $23a $4"),
+            "lava-test-case x --shell echo \\$1 $23a \\$4"
+        );
         assert_eq!(shlex_quote("a b'c"), "'a b'\"'\"'c'");
         assert_eq!(shlex_quote("12"), "12");
         assert_eq!(shlex_quote(""), "''");

@@ -38,7 +38,10 @@ pub trait InteractiveConsole {
 
 fn compile(p: &str) -> Result<Pattern, LavaError> {
     Pattern::new(p).map_err(|e| {
-        LavaError::new(LavaErrorType::Job, format!("Invalid regular expression '{p}': {e}"))
+        LavaError::new(
+            LavaErrorType::Job,
+            format!("Invalid regular expression '{p}': {e}"),
+        )
     })
 }
 
@@ -70,7 +73,11 @@ pub async fn run_interactive<C: InteractiveConsole, S: LogSink>(
     log: &mut LogWriter<S>,
     substitutions: &mut BTreeMap<String, String>,
 ) -> Result<(), LavaError> {
-    let prompts: Vec<Pattern> = test.prompts.iter().map(|p| compile(p)).collect::<Result<_, _>>()?;
+    let prompts: Vec<Pattern> = test
+        .prompts
+        .iter()
+        .map(|p| compile(p))
+        .collect::<Result<_, _>>()?;
     for cmd in &test.script {
         if let Some(d) = cmd.delay {
             log.log(Level::Info, format!("Delaying for {d}s"));
@@ -97,9 +104,22 @@ pub async fn run_interactive<C: InteractiveConsole, S: LogSink>(
             .with("definition", format!("{stage}_{}", test.name))
             .with("case", cmd.name.clone().unwrap_or_default())
             .with("result", "fail");
-        let outcome = step(console, test, cmd, command.as_deref(), &prompts, log, substitutions, &mut result).await;
+        let outcome = step(
+            console,
+            test,
+            cmd,
+            command.as_deref(),
+            &prompts,
+            log,
+            substitutions,
+            &mut result,
+        )
+        .await;
         if cmd.name.is_some() {
-            result.insert("duration", format!("{:.2}", started.elapsed().as_secs_f64()));
+            result.insert(
+                "duration",
+                format!("{:.2}", started.elapsed().as_secs_f64()),
+            );
             log.results(result.clone())
                 .map_err(|e| LavaError::new(LavaErrorType::Bug, e.to_string()))?;
         }
@@ -108,7 +128,10 @@ pub async fn run_interactive<C: InteractiveConsole, S: LogSink>(
         if cmd.name.is_none() && !passed {
             return Err(LavaError::new(
                 LavaErrorType::Test,
-                format!("Failed to run command '{}'", command.as_deref().unwrap_or("None")),
+                format!(
+                    "Failed to run command '{}'",
+                    command.as_deref().unwrap_or("None")
+                ),
             ));
         }
     }
@@ -136,8 +159,17 @@ async fn step<C: InteractiveConsole, S: LogSink>(
             console.sendline(c).await?;
             if test.echo.as_deref() == Some("discard") {
                 let nl = Pattern::literal("\r\n");
-                let m = console.expect(&[&nl]).await.map_err(|e| expect_error(e, TIMEOUT))?;
-                log.log(Level::Debug, format!("Ignoring echo: {}", py_repr_str(&format!("{}\r\n", m.before))));
+                let m = console
+                    .expect(&[&nl])
+                    .await
+                    .map_err(|e| expect_error(e, TIMEOUT))?;
+                log.log(
+                    Level::Debug,
+                    format!(
+                        "Ignoring echo: {}",
+                        py_repr_str(&format!("{}\r\n", m.before))
+                    ),
+                );
             }
         }
     }
@@ -151,16 +183,25 @@ async fn step<C: InteractiveConsole, S: LogSink>(
         .chain(successes.iter().copied())
         .collect();
     let pats: Vec<Pattern> = texts.iter().map(|t| compile(t)).collect::<Result<_, _>>()?;
-    log.log(Level::Debug, format!("Waiting for '{}'", texts.join("', '")));
+    log.log(
+        Level::Debug,
+        format!("Waiting for '{}'", texts.join("', '")),
+    );
     let refs: Vec<&Pattern> = pats.iter().collect();
-    let m = console.expect(&refs).await.map_err(|e| expect_error(e, TIMEOUT))?;
+    let m = console
+        .expect(&refs)
+        .await
+        .map_err(|e| expect_error(e, TIMEOUT))?;
     let matched = texts[m.index];
     if test.prompts.iter().any(|p| p == matched) {
         if successes.is_empty() {
             log.log(Level::Debug, format!("Matched a prompt: '{matched}'"));
             result.insert("result", "pass");
         } else {
-            log.log(Level::Error, format!("Matched a prompt (was expecting a success): '{matched}'"));
+            log.log(
+                Level::Error,
+                format!("Matched a prompt (was expecting a success): '{matched}'"),
+            );
         }
         return Ok(());
     }
@@ -173,7 +214,10 @@ async fn step<C: InteractiveConsole, S: LogSink>(
                 InteractiveException::JobError => LavaErrorType::Job,
                 InteractiveException::TestError => LavaErrorType::Test,
             };
-            return Err(LavaError::new(kind, failure.error.clone().unwrap_or_else(|| matched.to_string())));
+            return Err(LavaError::new(
+                kind,
+                failure.error.clone().unwrap_or_else(|| matched.to_string()),
+            ));
         }
     } else {
         if m.named.is_empty() {
@@ -194,8 +238,14 @@ async fn step<C: InteractiveConsole, S: LogSink>(
     }
     if cmd.wait_for_prompt.unwrap_or(true) {
         let prefs: Vec<&Pattern> = prompts.iter().collect();
-        let m = console.expect(&prefs).await.map_err(|e| expect_error(e, TIMEOUT))?;
-        log.log(Level::Debug, format!("Matched a prompt: '{}'", test.prompts[m.index]));
+        let m = console
+            .expect(&prefs)
+            .await
+            .map_err(|e| expect_error(e, TIMEOUT))?;
+        log.log(
+            Level::Debug,
+            format!("Matched a prompt: '{}'", test.prompts[m.index]),
+        );
     }
     Ok(())
 }
@@ -220,12 +270,20 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
     let start = compile(&monitor.start)?;
     let end = compile(&monitor.end)?;
     let pattern = compile(&monitor.pattern)?;
-    log.log(Level::Info, format!("Waiting for start message: {}", monitor.start));
+    log.log(
+        Level::Info,
+        format!("Waiting for start message: {}", monitor.start),
+    );
     console.expect(&[&start]).await.map_err(|e| match e {
-        ExpectError::Timeout { .. } => LavaError::new(LavaErrorType::Job, "wait for prompt timed out"),
+        ExpectError::Timeout { .. } => {
+            LavaError::new(LavaErrorType::Job, "wait for prompt timed out")
+        }
         other => expect_error(other, ""),
     })?;
-    log.log(Level::Info, "ok: start string found, lava test monitoring started");
+    log.log(
+        Level::Info,
+        "ok: start string found, lava test monitoring started",
+    );
     let suite = monitor.name.replace(' ', "-").to_lowercase();
     loop {
         let m = match console.expect(&[&end, &pattern]).await {
@@ -235,13 +293,19 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
                 return Ok(MonitorOutcome::TimedOut);
             }
             Err(ExpectError::Eof { .. }) => {
-                log.log(Level::Warning, "err: lava test monitoring reached end of file");
+                log.log(
+                    Level::Warning,
+                    "err: lava test monitoring reached end of file",
+                );
                 return Err(super::super::patterns::connection_closed());
             }
             Err(e) => return Err(expect_error(e, "")),
         };
         if m.index == 0 {
-            log.log(Level::Info, "ok: end string found, lava test monitoring stopped");
+            log.log(
+                Level::Info,
+                "ok: end string found, lava test monitoring stopped",
+            );
             return Ok(MonitorOutcome::Passed);
         }
         log.log(Level::Info, "ok: test case found");
@@ -262,7 +326,10 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
             out
         };
         if let Some(res) = g.get("result") {
-            let res = monitor.fixupdict.get(res).map_or(res.clone(), |r| r.as_str().to_string());
+            let res = monitor
+                .fixupdict
+                .get(res)
+                .map_or(res.clone(), |r| r.as_str().to_string());
             if !matches!(res.as_str(), "pass" | "fail" | "skip" | "unknown") {
                 log.log(Level::Error, format!("error: bad test results: {res}"));
             } else if let Some(id) = g.get("test_case_id") {
@@ -280,14 +347,18 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
                 if let Some(u) = g.get("units") {
                     r.insert("units", u.as_str());
                 }
-                log.results(r).map_err(|e| LavaError::new(LavaErrorType::Bug, e.to_string()))?;
+                log.results(r)
+                    .map_err(|e| LavaError::new(LavaErrorType::Bug, e.to_string()))?;
             }
         } else if let (Some(id), Some(mv)) = (g.get("test_case_id"), g.get("measurement")) {
             if !id.is_empty() && !mv.is_empty() {
                 let case = case_of(id);
                 log.log(Level::Debug, format!("test_case_id: {case}"));
                 let measurement = mv.trim().parse::<f64>().map_err(|_| {
-                    LavaError::new(LavaErrorType::Bug, format!("could not convert string to float: {}", py_repr_str(mv)))
+                    LavaError::new(
+                        LavaErrorType::Bug,
+                        format!("could not convert string to float: {}", py_repr_str(mv)),
+                    )
                 })?;
                 let mut r = LogValue::map()
                     .with("definition", suite.as_str())
@@ -299,7 +370,8 @@ pub async fn run_monitor<C: InteractiveConsole, S: LogSink>(
                 if let Some(u) = g.get("units") {
                     r.insert("units", u.as_str());
                 }
-                log.results(r).map_err(|e| LavaError::new(LavaErrorType::Bug, e.to_string()))?;
+                log.results(r)
+                    .map_err(|e| LavaError::new(LavaErrorType::Bug, e.to_string()))?;
             }
         }
     }

@@ -22,7 +22,11 @@ pub enum ShellEvent {
     /// `<LAVA_TEST_RUNNER INSTALL_FAIL>`.
     InstallFail,
     /// `<LAVA_SIGNAL_NAME params>`, params split on whitespace as LAVA does.
-    Signal { name: String, params: Vec<String>, raw: String },
+    Signal {
+        name: String,
+        params: Vec<String>,
+        raw: String,
+    },
     /// A match of the definition's `parse.pattern`: its named groups.
     TestCaseResult {
         groups: std::collections::BTreeMap<String, String>,
@@ -166,7 +170,11 @@ pub fn fuzz_signal_stream(data: &[u8]) {
     for c in text.chars() {
         drain(&mut split, c.encode_utf8(&mut buf), &mut b);
     }
-    assert_eq!(markers(&a), markers(&b), "runner markers depend on chunking");
+    assert_eq!(
+        markers(&a),
+        markers(&b),
+        "runner markers depend on chunking"
+    );
 }
 
 #[cfg(test)]
@@ -187,8 +195,17 @@ mod tests {
     #[test]
     fn signals_across_chunks_and_cr() {
         let mut s = SignalScanner::new();
-        assert!(all(&mut s, "+ lava-test-case pwd --shell pwd\r\n<LAVA_SIGNAL_STA").is_empty());
-        let ev = all(&mut s, "RTTC pwd>\r\n/root\r\n<LAVA_SIGNAL_ENDTC pwd>\r\n<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=pwd RESULT=pass>\r\n<LAVA_TEST_RUNNER EXIT>\r\n");
+        assert!(
+            all(
+                &mut s,
+                "+ lava-test-case pwd --shell pwd\r\n<LAVA_SIGNAL_STA"
+            )
+            .is_empty()
+        );
+        let ev = all(
+            &mut s,
+            "RTTC pwd>\r\n/root\r\n<LAVA_SIGNAL_ENDTC pwd>\r\n<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=pwd RESULT=pass>\r\n<LAVA_TEST_RUNNER EXIT>\r\n",
+        );
         assert_eq!(ev.len(), 4);
         assert_eq!(
             ev[0],
@@ -225,7 +242,8 @@ mod tests {
     #[test]
     fn parse_pattern_and_priority() {
         let mut s = SignalScanner::new();
-        s.set_parse_pattern(Some(r"^(?P<test_case_id>\w+): (?P<result>PASS|FAIL)")).unwrap();
+        s.set_parse_pattern(Some(r"^(?P<test_case_id>\w+): (?P<result>PASS|FAIL)"))
+            .unwrap();
         let ev = all(&mut s, "foo: PASS\r\nbar: FAIL\r\n");
         assert_eq!(ev.len(), 2);
         match &ev[1] {

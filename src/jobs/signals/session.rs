@@ -63,10 +63,15 @@ pub struct TestShellSession {
 }
 
 fn default_fixup() -> BTreeMap<String, String> {
-    [("PASS", "pass"), ("FAIL", "fail"), ("SKIP", "skip"), ("UNKNOWN", "unknown")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    [
+        ("PASS", "pass"),
+        ("FAIL", "fail"),
+        ("SKIP", "skip"),
+        ("UNKNOWN", "unknown"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 impl TestShellSession {
@@ -111,10 +116,16 @@ impl TestShellSession {
 
     /// Ends the action (normally, on a timeout or on an error): an unfinished run is recorded
     /// as failed, the report is logged, and a stage that could not start fails the action.
-    pub fn finish<S: LogSink>(&mut self, now: Instant, log: &mut LogWriter<S>) -> Result<(), LavaError> {
+    pub fn finish<S: LogSink>(
+        &mut self,
+        now: Instant,
+        log: &mut LogWriter<S>,
+    ) -> Result<(), LavaError> {
         if let Some(mut run) = self.current_run.take() {
             log.log(Level::Error, "Marking unfinished test run as failed");
-            let secs = self.start.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
+            let secs = self
+                .start
+                .map_or(0.0, |s| now.duration_since(s).as_secs_f64());
             run.insert("duration", format!("{secs:.2}"));
             results(log, run)?;
         }
@@ -195,7 +206,10 @@ impl TestShellSession {
             }
             "TESTFEEDBACK" => {
                 if self.cfg.feedback_namespaces.contains(&p0) {
-                    log.log(Level::Info, format!("Requesting feedback from namespace: {p0}"));
+                    log.log(
+                        Level::Info,
+                        format!("Requesting feedback from namespace: {p0}"),
+                    );
                     out.requests.push(RunnerRequest::Feedback(p0));
                 } else {
                     // LAVA logs its format string unformatted here.
@@ -204,7 +218,10 @@ impl TestShellSession {
             }
             "TESTREFERENCE" => {
                 if params.len() != 3 {
-                    return Err(LavaError::new(LavaErrorType::Test, "Invalid use of TESTREFERENCE"));
+                    return Err(LavaError::new(
+                        LavaErrorType::Test,
+                        "Invalid use of TESTREFERENCE",
+                    ));
                 }
                 let mut r = LogValue::map()
                     .with("case", params[0].as_str())
@@ -217,10 +234,17 @@ impl TestShellSession {
                 results(log, r)?;
             }
             "TESTSET" => {
-                let action = if params.is_empty() { String::new() } else { params.remove(0) };
+                let action = if params.is_empty() {
+                    String::new()
+                } else {
+                    params.remove(0)
+                };
                 if action == "START" {
                     let Some(set) = params.first() else {
-                        return Err(LavaError::new(LavaErrorType::Job, "Test set declared without a name"));
+                        return Err(LavaError::new(
+                            LavaErrorType::Job,
+                            "Test set declared without a name",
+                        ));
                     };
                     self.testset = Some(set.clone());
                     log.log(Level::Info, format!("Starting test_set {set}"));
@@ -246,7 +270,10 @@ impl TestShellSession {
         self.test_uuid = Some(uuid.clone());
         self.definition = Some(definition.clone());
         self.start = Some(now);
-        log.log(Level::Info, format!("Starting test lava.{definition} ({uuid})"));
+        log.log(
+            Level::Info,
+            format!("Starting test lava.{definition} ({uuid})"),
+        );
         let runs = self.cfg.runs.clone();
         for run in runs.iter().filter(|r| r.testrun_id == definition) {
             match &run.parse_pattern {
@@ -257,7 +284,10 @@ impl TestShellSession {
                     // An invalid pattern was refused when the job was validated.
                     let _ = self.scanner.set_parse_pattern(Some(p));
                     self.fixup = run.fixupdict.clone().unwrap_or_default();
-                    log.log(Level::Info, format!("Enabling test definition pattern {}", py_repr_str(p)));
+                    log.log(
+                        Level::Info,
+                        format!("Enabling test definition pattern {}", py_repr_str(p)),
+                    );
                     log.log(
                         Level::Info,
                         format!(
@@ -277,7 +307,12 @@ impl TestShellSession {
         );
     }
 
-    fn end_run<S: LogSink>(&mut self, params: &[String], now: Instant, log: &mut LogWriter<S>) -> Result<(), LavaError> {
+    fn end_run<S: LogSink>(
+        &mut self,
+        params: &[String],
+        now: Instant,
+        log: &mut LogWriter<S>,
+    ) -> Result<(), LavaError> {
         let definition = params.first().cloned().unwrap_or_default();
         let uuid = params.get(1).cloned().unwrap_or_default();
         self.definition = Some(definition.clone());
@@ -297,8 +332,14 @@ impl TestShellSession {
             .with("definition", "lava")
             .with("case", definition)
             .with("uuid", uuid.as_str())
-            .with("repository", run.map_or(LogValue::Null, |r| r.repository.clone()))
-            .with("path", run.map_or(LogValue::Null, |r| LogValue::from(r.path.as_str())))
+            .with(
+                "repository",
+                run.map_or(LogValue::Null, |r| r.repository.clone()),
+            )
+            .with(
+                "path",
+                run.map_or(LogValue::Null, |r| LogValue::from(r.path.as_str())),
+            )
             .with("duration", format!("{secs:.2}"))
             .with("result", "pass")
             .with(
@@ -316,13 +357,20 @@ impl TestShellSession {
     }
 
     /// `signal_test_case`: a malformed signal is logged and dropped, as LAVA does.
-    fn test_case<S: LogSink>(&mut self, params: &[String], log: &mut LogWriter<S>) -> Result<(), LavaError> {
+    fn test_case<S: LogSink>(
+        &mut self,
+        params: &[String],
+        log: &mut LogWriter<S>,
+    ) -> Result<(), LavaError> {
         if self.test_uuid.is_none() {
             log.log(
                 Level::Error,
                 "Unknown test uuid. The STARTRUN signal for this test action was not received correctly.",
             );
-            return Err(LavaError::new(LavaErrorType::Test, "Invalid TESTCASE signal"));
+            return Err(LavaError::new(
+                LavaErrorType::Test,
+                "Invalid TESTCASE signal",
+            ));
         }
         let mut data: BTreeMap<String, String> = BTreeMap::new();
         for p in params {
@@ -360,7 +408,10 @@ impl TestShellSession {
     }
 
     /// `SignalMatch.match`: fix-ups, result and measurement checks.
-    fn signal_match(&self, data: &BTreeMap<String, String>) -> Result<(String, String, Option<f64>), String> {
+    fn signal_match(
+        &self,
+        data: &BTreeMap<String, String>,
+    ) -> Result<(String, String, Option<f64>), String> {
         let mut measurement = None;
         let mut result = None;
         // Python iterates the dict in insertion order; the first failing key raises. The keys
@@ -385,7 +436,11 @@ impl TestShellSession {
         let Some(result) = result else {
             return Err(format!(
                 "Test case results without result (probably a sign of an incorrect parsing pattern being used): {}",
-                py_repr_dict(data.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain([("result", "unknown")]))
+                py_repr_dict(
+                    data.iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .chain([("result", "unknown")])
+                )
             ));
         };
         Ok((case.clone(), result, measurement))
@@ -397,7 +452,9 @@ impl TestShellSession {
                 r.insert("set", set.as_str());
                 self.report.insert(
                     case.to_string(),
-                    LogValue::map().with("set", set.as_str()).with("result", result),
+                    LogValue::map()
+                        .with("set", set.as_str())
+                        .with("result", result),
                 );
             }
             None => {
@@ -407,12 +464,22 @@ impl TestShellSession {
     }
 
     /// `pattern_test_case_result`: a match of the definition's `parse.pattern`.
-    fn pattern_result<S: LogSink>(&mut self, mut g: BTreeMap<String, String>, log: &mut LogWriter<S>) -> Result<(), LavaError> {
+    fn pattern_result<S: LogSink>(
+        &mut self,
+        mut g: BTreeMap<String, String>,
+        log: &mut LogWriter<S>,
+    ) -> Result<(), LavaError> {
         let Some(id) = g.get("test_case_id").cloned() else {
-            return Err(LavaError::new(LavaErrorType::Bug, "parse pattern matched without a test_case_id group"));
+            return Err(LavaError::new(
+                LavaErrorType::Bug,
+                "parse pattern matched without a test_case_id group",
+            ));
         };
         let Some(res) = g.get("result").cloned() else {
-            return Err(LavaError::new(LavaErrorType::Bug, "parse pattern matched without a result group"));
+            return Err(LavaError::new(
+                LavaErrorType::Bug,
+                "parse pattern matched without a result group",
+            ));
         };
         if let Some(f) = self.fixup.get(&res) {
             g.insert("result".into(), f.clone());
@@ -421,7 +488,10 @@ impl TestShellSession {
         log.marker(&id, MarkerKind::TestCase);
         let cleaned = id.replace('/', "_");
         if cleaned.trim().contains(' ') {
-            log.log(Level::Debug, format!("Skipping invalid test_case_id '{}'", cleaned.trim()));
+            log.log(
+                Level::Debug,
+                format!("Skipping invalid test_case_id '{}'", cleaned.trim()),
+            );
             return Ok(());
         }
         let mut r = LogValue::map()
@@ -429,8 +499,9 @@ impl TestShellSession {
             .with("case", id.as_str())
             .with("result", result.as_str());
         if let Some(m) = g.get("measurement") {
-            let v = parse_decimal(m)
-                .ok_or_else(|| LavaError::new(LavaErrorType::Test, format!("Invalid measurement {m}")))?;
+            let v = parse_decimal(m).ok_or_else(|| {
+                LavaError::new(LavaErrorType::Test, format!("Invalid measurement {m}"))
+            })?;
             r.insert("measurement", v);
             if let Some(u) = g.get("units") {
                 r.insert("units", u.as_str());

@@ -36,7 +36,10 @@ pub fn yaml_scalar_text(v: &Value) -> String {
         },
         Value::String(s) => s.clone(),
         Value::Tagged(t) => yaml_scalar_text(&t.value),
-        other => serde_norway::to_string(other).unwrap_or_default().trim_end().to_string(),
+        other => serde_norway::to_string(other)
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
     }
 }
 
@@ -150,7 +153,9 @@ mod tests {
         assert_eq!(parse_decimal("1_000"), Some(1000.0));
         assert_eq!(parse_decimal("-Infinity"), Some(f64::NEG_INFINITY));
         assert!(parse_decimal("NaN").unwrap().is_nan());
-        for bad in ["", "abc", "1.2.3", "1e", "_1", "1__0", "0x10", "sNaN", "1,5", "."] {
+        for bad in [
+            "", "abc", "1.2.3", "1e", "_1", "1__0", "0x10", "sNaN", "1,5", ".",
+        ] {
             assert_eq!(parse_decimal(bad), None, "{bad}");
         }
     }

@@ -456,14 +456,12 @@ async fn delivered_over_a_console_and_run_end_to_end() {
             .and_hms_opt(0, 0, 0)
             .unwrap();
         let mut log = LogWriter::with_clock(Vec::new(), Box::new(move || fixed));
-        let never = Pattern::literal("\u{0}never\u{0}");
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut error = None;
         loop {
             assert!(Instant::now() < deadline, "{}: no EXIT", shell.name);
             // Read whatever arrives and hand it to the session, as the runner will.
-            let _ = console.expect(&[&never], Duration::from_millis(100)).await;
-            let text = console.clear();
+            let text = console.read_text(Duration::from_millis(200)).await.unwrap();
             match session.feed(&text, Instant::now(), &mut log) {
                 Ok(o) if o.finished => break,
                 Ok(_) => {}

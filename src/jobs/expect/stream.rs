@@ -139,6 +139,45 @@ impl<R: AsyncRead + Unpin> ConsoleExpect<R> {
         }
     }
 
+    /// Hands over text instead of matching it (for a consumer with its own matcher, such as
+    /// the test-shell session): what is buffered, else the next chunk that arrives within
+    /// `timeout` (logged as target lines as usual). An empty string means nothing arrived.
+    pub async fn read_text(&mut self, timeout: Duration) -> Result<String, ExpectError> {
+        if !self.buffer.pending().is_empty() {
+            return Ok(self.buffer.clear());
+        }
+        if self.eof {
+            return Err(ExpectError::Eof {
+                pending: String::new(),
+            });
+        }
+        let mut buf = vec![0u8; self.read_size];
+        match tokio::time::timeout(timeout, self.reader.read(&mut buf)).await {
+            Err(_) => Ok(String::new()),
+            Ok(Ok(0)) => {
+                self.eof = true;
+                let t = self.decoder.finish();
+                self.feed_lines(&t);
+                if let Some(last) = self.lines.flush() {
+                    self.emit(&last);
+                }
+                if t.is_empty() {
+                    Err(ExpectError::Eof {
+                        pending: String::new(),
+                    })
+                } else {
+                    Ok(t)
+                }
+            }
+            Ok(Ok(n)) => {
+                let t = self.decoder.decode(&buf[..n]);
+                self.feed_lines(&t);
+                Ok(t)
+            }
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// Reads whatever arrives for `period` (logging it) without matching: LAVA's
     /// `listen_feedback` and the drain before a new command.
     pub async fn drain_for(&mut self, period: Duration) -> Result<usize, ExpectError> {

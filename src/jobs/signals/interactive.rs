@@ -206,9 +206,12 @@ async fn step<C: InteractiveConsole, S: LogSink>(
         return Ok(());
     }
     if failures.contains(&matched) {
-        let failure = &cmd.failures[m.index - test.prompts.len()];
+        let failure = cmd
+            .failures
+            .get(m.index.saturating_sub(test.prompts.len()))
+            .or_else(|| cmd.failures.iter().find(|f| f.message == matched));
         log.log(Level::Error, format!("Matched a failure: '{matched}'"));
-        if let Some(exc) = failure.exception {
+        if let Some((exc, failure)) = failure.and_then(|f| Some((f.exception?, f))) {
             let kind = match exc {
                 InteractiveException::InfrastructureError => LavaErrorType::Infrastructure,
                 InteractiveException::JobError => LavaErrorType::Job,

@@ -179,7 +179,7 @@ fn helpers_behave_like_lavas() {
                     a.stdout,
                     "<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=x RESULT=PASS UNITS=MB/s MEASUREMENT=1.5>\n"
                 );
-                assert_eq!(a.files["x/measurement"], "1.5\n");
+                assert_eq!(a.files["results/x/measurement"], "1.5\n");
             }
         }
     }

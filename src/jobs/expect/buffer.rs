@@ -8,6 +8,11 @@ use super::pattern::{Pattern, PatternMatch};
 /// lava-dispatcher's `searchwindowsize`.
 pub const LAVA_SEARCH_WINDOW: usize = 4000;
 
+/// Most text kept unmatched. pexpect keeps all of it (its `before`); a console that talks for
+/// hours without matching would grow without bound, so labd drops the oldest text beyond this
+/// (never the search window). `before` then starts later than pexpect's would.
+pub const MAX_PENDING: usize = 4 << 20;
+
 /// A successful wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectMatch {
@@ -60,6 +65,17 @@ impl ExpectBuffer {
     /// Appends a decoded chunk; the caller then searches.
     pub fn push(&mut self, chunk: &str) {
         self.pending.push_str(chunk);
+        if self.pending.len() > MAX_PENDING {
+            let keep_from = self
+                .window_start()
+                .min(self.pending.len() - MAX_PENDING / 2);
+            // Cut on a character boundary at or before `keep_from`.
+            let cut = (0..=keep_from)
+                .rev()
+                .find(|i| self.pending.is_char_boundary(*i))
+                .unwrap_or(0);
+            self.pending.drain(..cut);
+        }
     }
 
     /// Byte offset where the searched window starts.
@@ -198,6 +214,18 @@ mod tests {
         let mut b = ExpectBuffer::new(Some(2));
         b.push("é#é");
         assert!(b.search(&[&p("#")]).is_some());
+    }
+
+    #[test]
+    fn pending_text_is_bounded() {
+        let mut b = ExpectBuffer::new(Some(10));
+        let chunk = "é".repeat(1 << 16);
+        for _ in 0..100 {
+            b.push(&chunk);
+        }
+        assert!(b.pending().len() <= MAX_PENDING);
+        b.push("MARK");
+        assert!(b.search(&[&p("MARK")]).is_some());
     }
 
     #[test]

@@ -177,6 +177,11 @@ impl DeviceBoot {
         dev
     }
 
+    /// The bootloader whose constants apply (`u-boot` unless set).
+    pub fn bootloader_name(&self) -> &str {
+        self.bootloader.as_ref().map_or("u-boot", |b| b.get_ref().as_str())
+    }
+
     /// Prompts as plain strings.
     pub fn prompts(&self) -> Vec<String> {
         self.prompts.iter().map(|p| p.get_ref().clone()).collect()
@@ -243,6 +248,20 @@ pub fn validate(inv: &Inventory, diags: &mut Diagnostics) {
                     p.span(),
                     key,
                     format!("device {name:?}: invalid regular expression: {e}"),
+                ));
+            }
+        }
+        if let Some(b) = &boot.bootloader {
+            let known = ["u-boot", "barebox", "grub", "grub-efi", "ipxe", "depthcharge"];
+            if !known.contains(&b.get_ref().as_str()) {
+                diags.push(src.diag(
+                    b.span(),
+                    "device.boot.bootloader",
+                    format!(
+                        "device {name:?}: unknown bootloader {:?} (LAVA's constants cover {})",
+                        b.get_ref(),
+                        known.join(", ")
+                    ),
                 ));
             }
         }

@@ -29,6 +29,18 @@ pub struct SessionConfig {
     pub multinode: bool,
 }
 
+impl SessionConfig {
+    /// A single-namespace job's test action: namespace `common`.
+    pub fn new(stage: usize, runs: Vec<TestRunInfo>) -> Self {
+        Self {
+            stage,
+            namespace: "common".into(),
+            runs,
+            ..Self::default()
+        }
+    }
+}
+
 /// Something only the runner can do, asked for by the DUT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunnerRequest {

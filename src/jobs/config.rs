@@ -179,7 +179,9 @@ impl DeviceBoot {
 
     /// The bootloader whose constants apply (`u-boot` unless set).
     pub fn bootloader_name(&self) -> &str {
-        self.bootloader.as_ref().map_or("u-boot", |b| b.get_ref().as_str())
+        self.bootloader
+            .as_ref()
+            .map_or("u-boot", |b| b.get_ref().as_str())
     }
 
     /// Prompts as plain strings.
@@ -252,7 +254,14 @@ pub fn validate(inv: &Inventory, diags: &mut Diagnostics) {
             }
         }
         if let Some(b) = &boot.bootloader {
-            let known = ["u-boot", "barebox", "grub", "grub-efi", "ipxe", "depthcharge"];
+            let known = [
+                "u-boot",
+                "barebox",
+                "grub",
+                "grub-efi",
+                "ipxe",
+                "depthcharge",
+            ];
             if !known.contains(&b.get_ref().as_str()) {
                 diags.push(src.diag(
                     b.span(),

@@ -26,7 +26,7 @@ pub use test::{
     TestAction, TestDefinitionRef, TestInstall, TestKind, TestMetadata, TestParse, TestRun,
 };
 pub use timeouts::{DEFAULT_ACTION_TIMEOUT, JobTimeouts, Timeout, seconds_to_str};
-pub use util::{OrderedMap, Scalar, StringList, TestResult, is_lava_name};
+pub use util::{OrderedMap, Scalar, StrictString, StringList, TestResult, is_lava_name};
 
 /// A problem in a job definition (or a device configuration), located when the parser knows
 /// where.

@@ -251,18 +251,19 @@ pub struct TestMetadata {
 
 /// `install:`; only `steps` can run on a board reached over a console (no package manager
 /// assumptions), the rest is recorded.
+/// Entries are written with Python's `%s`, so `true` becomes `True` as in LAVA.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct TestInstall {
     #[serde(default)]
-    pub deps: Vec<String>,
+    pub deps: Vec<Scalar>,
     #[serde(rename = "git-repos", default)]
     pub git_repos: Vec<serde_norway::Value>,
     #[serde(default)]
-    pub keys: Vec<String>,
+    pub keys: Vec<Scalar>,
     #[serde(default)]
-    pub sources: Vec<String>,
+    pub sources: Vec<Scalar>,
     #[serde(default)]
-    pub steps: Vec<String>,
+    pub steps: Vec<Scalar>,
 }
 
 /// `parse:`: a regular expression with named groups (`test_case_id`, `result`, `measurement`,
@@ -276,9 +277,10 @@ pub struct TestParse {
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct TestRun {
-    /// `None` entries (an empty `-` line) are skipped, as LAVA does.
+    /// `None` entries (an empty `-` line) are skipped, as LAVA does. A step that is not a
+    /// string (`- 42`) is refused: lava-dispatcher would crash on it (`TypeError`).
     #[serde(default)]
-    pub steps: Vec<Option<Scalar>>,
+    pub steps: Vec<Option<super::util::StrictString>>,
 }
 
 /// One interactive test: commands sent to a prompt, outputs matched.

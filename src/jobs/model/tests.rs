@@ -146,7 +146,7 @@ actions:
           steps:
           - lava-test-case pwd --shell pwd
           -
-          - 42
+          - "42"
 - test:
     interactive:
     - name: uboot-tests
@@ -280,7 +280,10 @@ fn uboot_interactive_monitor_job() {
     let steps = &def.run.as_ref().unwrap().steps;
     assert_eq!(steps.len(), 3);
     assert!(steps[1].is_none());
-    assert_eq!(steps[2].as_ref().unwrap().0, "42");
+    assert_eq!(steps[2].as_ref().map(|s| s.0.as_str()), Some("42"));
+    let e = err(&UBOOT.replace("- \"42\"", "- 42"));
+    assert!(e.message.contains("invalid type: integer `42`"), "{e}");
+    assert!(e.path.ends_with("run.steps[2]"), "{e}");
     assert_eq!(
         def.parse.as_ref().unwrap().fixupdict["PASS"],
         TestResult::Pass

@@ -78,6 +78,28 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// A YAML string and nothing else: serde_norway would otherwise turn a plain `42` or `true`
+/// into the text "42"/"true", where LAVA sees an int or a bool (and, for `run.steps`, crashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StrictString(pub String);
+
+impl<'de> Deserialize<'de> for StrictString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrictString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (quote numbers and booleans)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrictString, E> {
+                Ok(StrictString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A mapping whose order matters (LAVA walks `images:` in the order written).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderedMap<V>(pub Vec<(String, V)>);

@@ -195,8 +195,13 @@ impl TestShellOverlay {
 /// The parameter lines at the top of `run.sh` and `install.sh`.
 fn parameter_lines(testdef: &InlineTestDefinition, def: &TestDefinitionRef) -> String {
     let mut out = String::from("###default parameters from test definition###\n");
+    // LAVA writes an inline definition to a file with `yaml.safe_dump` (keys sorted) and reads
+    // it back, so its defaults come out in key order; the job's own parameters keep the order
+    // they arrive in.
     for src in [&testdef.params, &testdef.parameters].into_iter().flatten() {
-        for (k, v) in src.iter() {
+        let mut items: Vec<_> = src.iter().collect();
+        items.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in items {
             let v = v.as_ref().map(|s| s.0.as_str()).unwrap_or("");
             out.push_str(&format!("{k}='{v}'\n"));
         }
@@ -295,25 +300,25 @@ fn install_sh(
     let mut s = parameter_lines(testdef, def);
     if !skip("keys") {
         for k in &install.keys {
-            s.push_str(&format!("lava-add-keys {k}\n"));
+            s.push_str(&format!("lava-add-keys {}\n", k.0));
         }
     }
     if !skip("sources") {
         for k in &install.sources {
-            s.push_str(&format!("lava-add-sources {k}\n"));
+            s.push_str(&format!("lava-add-sources {}\n", k.0));
         }
     }
     if !skip("deps") && !install.deps.is_empty() {
         s.push_str("lava-install-packages ");
         for d in &install.deps {
-            s.push_str(&format!("{d} "));
+            s.push_str(&format!("{} ", d.0));
         }
         s.push('\n');
     }
     if !skip("steps") && !install.steps.is_empty() {
         s.push_str(&format!("cd {runner_path}\npwd\n"));
         for st in &install.steps {
-            s.push_str(st);
+            s.push_str(&st.0);
             s.push('\n');
         }
     }

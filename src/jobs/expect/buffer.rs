@@ -83,6 +83,10 @@ impl ExpectBuffer {
         let Some(w) = self.window else {
             return 0;
         };
+        // Fewer bytes than the window's characters: all of it is searched.
+        if self.pending.len() <= w {
+            return 0;
+        }
         // The last `w` characters.
         self.pending
             .char_indices()

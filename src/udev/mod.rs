@@ -9,9 +9,47 @@ pub mod event;
 pub mod identity;
 pub mod metrics;
 pub mod props;
+pub mod rules;
 pub mod tracker;
 
 pub use event::{Action, UdevEvent};
 pub use identity::AdapterIdentity;
 pub use props::{DumpError, PropertyRecord, parse_dump};
 pub use tracker::{AssumeAlive, Liveness, NodeChange, SysfsLiveness, Target, Tracker};
+
+use std::path::PathBuf;
+
+/// Errors of the udev domain, with what an admin needs to act on them.
+#[derive(Debug, thiserror::Error)]
+pub enum UdevError {
+    #[error("cannot write udev rules {path}: {source}")]
+    WriteRules {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Udevadm {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("libudev: {context}: {source}")]
+    Libudev {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -63,7 +63,7 @@ impl UdevSandbox {
         );
         let _ = writeln!(
             script,
-            "export SYSTEMD_DEVICE_VERIFY_SYSFS=0 SYSTEMD_LOG_LEVEL=info"
+            "export SYSTEMD_DEVICE_VERIFY_SYSFS=0 SYSTEMD_LOG_LEVEL=debug"
         );
         let udevadm = shell_quote(&udevadm.display().to_string());
         for d in devpaths {

@@ -7,8 +7,10 @@
 pub mod config;
 pub mod event;
 pub mod identity;
+pub mod live;
 pub mod metrics;
 pub mod props;
+pub mod report;
 pub mod rules;
 pub mod tracker;
 

@@ -12,7 +12,7 @@
 //!   it a new `USEC_INITIALIZED`) is announced again, so the console reopens instead of keeping a
 //!   dead file descriptor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use tracing::{debug, info, warn};
@@ -151,6 +151,8 @@ pub struct Tracker {
     announced: BTreeMap<DeviceName, Option<Binding>>,
     next_order: u64,
     next_instance: u64,
+    /// Devices last seen with several matching adapters (warned once per episode).
+    ambiguous: BTreeSet<DeviceName>,
     metrics: UdevMetrics,
 }
 
@@ -163,6 +165,7 @@ impl Tracker {
             announced: BTreeMap::new(),
             next_order: 0,
             next_instance: 0,
+            ambiguous: BTreeSet::new(),
             metrics,
         }
     }
@@ -269,7 +272,7 @@ impl Tracker {
 
     fn recompute(&mut self, live: &dyn Liveness, announce_unannounced: bool) -> Vec<NodeChange> {
         let mut changes = Vec::new();
-        let mut dead: Vec<String> = Vec::new();
+        let mut dead: BTreeSet<String> = BTreeSet::new();
         for target in &self.targets {
             let mut candidates: Vec<&Adapter> = self
                 .adapters
@@ -277,17 +280,21 @@ impl Tracker {
                 .filter(|a| a.identity.devnode.is_some() && target.usb.matches(&a.identity))
                 .collect();
             candidates.sort_by_key(|a| std::cmp::Reverse((a.seq, a.order)));
-            let mut chosen = None;
-            for c in &candidates {
-                if live.is_alive(&c.identity) {
-                    chosen = Some(*c);
-                    break;
+            // Probe every candidate, not only the winner, so a stale entry left by a missed
+            // remove is dropped and the count of matching adapters stays true.
+            candidates.retain(|c| {
+                let alive = live.is_alive(&c.identity);
+                if !alive {
+                    dead.insert(c.identity.devpath.clone());
                 }
-                dead.push(c.identity.devpath.clone());
-            }
+                alive
+            });
+            let chosen = candidates.first().copied();
             let matching = candidates.len();
             self.metrics.set_adapters(&target.device, matching);
-            if matching > 1 {
+            if matching <= 1 {
+                self.ambiguous.remove(&target.device);
+            } else if self.ambiguous.insert(target.device.clone()) {
                 warn!(
                     device = %target.device,
                     adapters = ?candidates.iter().map(|c| c.identity.label()).collect::<Vec<_>>(),

@@ -25,6 +25,8 @@ pub struct UdevRun {
     pub logs: BTreeMap<String, String>,
     /// Links udev created in the private `/dev`: link path → target as written.
     pub links: BTreeMap<String, String>,
+    /// Output (stdout and stderr) of the command run afterwards in the sandbox, if any.
+    pub command_output: String,
 }
 
 /// A sandbox: the simulated sysfs root and the rules directory to use (empty dir = stock rules
@@ -33,6 +35,8 @@ pub struct UdevRun {
 pub struct UdevSandbox {
     pub sys_root: PathBuf,
     pub rules_dir: PathBuf,
+    /// Create `/run/udev/control` so programs (and libudev) believe a udev daemon runs.
+    pub udev_control: bool,
 }
 
 const MARK: &str = "=====labd-sandbox";
@@ -46,12 +50,23 @@ impl UdevSandbox {
         Self {
             sys_root: sys_root.into(),
             rules_dir: rules_dir.into(),
+            udev_control: false,
         }
+    }
+
+    /// [`Self::add_all`], then runs `command` (a shell command line) inside the sandbox, with
+    /// the simulated `/sys`, the udev database and the links in place.
+    pub fn add_all_then(&self, devpaths: &[String], command: &str) -> anyhow::Result<UdevRun> {
+        self.run(devpaths, Some(command))
     }
 
     /// Runs `udevadm test --action=add` on each tty in order (they share one `/dev` and udev
     /// database, like devices added one after the other), then dumps properties and links.
     pub fn add_all(&self, devpaths: &[String]) -> anyhow::Result<UdevRun> {
+        self.run(devpaths, None)
+    }
+
+    fn run(&self, devpaths: &[String], command: Option<&str>) -> anyhow::Result<UdevRun> {
         let unshare = require_program("unshare")?;
         let udevadm = require_program("udevadm")?;
         let mut script = String::from("set -e\n");
@@ -72,6 +87,13 @@ impl UdevSandbox {
             let _ = writeln!(script, "{udevadm} test --action=add {sys} 2>&1 || true");
             let _ = writeln!(script, "echo '{MARK} props {d}'");
             let _ = writeln!(script, "{udevadm} info --query=property --path={sys}");
+        }
+        if self.udev_control {
+            let _ = writeln!(script, "mkdir -p /run/udev && : > /run/udev/control");
+        }
+        if let Some(cmd) = command {
+            let _ = writeln!(script, "echo '{MARK} command'");
+            let _ = writeln!(script, "({cmd}) 2>&1 || echo \"exit status $?\"");
         }
         let _ = writeln!(script, "echo '{MARK} links'");
         let _ = writeln!(script, "find /dev -type l -printf '%p %l\\n'");
@@ -105,6 +127,7 @@ fn parse_output(stdout: &str) -> UdevRun {
                 "props" => {
                     run.properties.insert(key.clone(), std::mem::take(buf));
                 }
+                "command" => run.command_output = std::mem::take(buf),
                 "links" => {
                     for l in buf.lines() {
                         if let Some((p, t)) = l.split_once(' ') {

@@ -5,15 +5,18 @@
 //! Never opens a tty: it only says "device X is now at /dev/ttyUSBn (or gone)".
 
 pub mod config;
+pub mod discovery;
 pub mod event;
 pub mod identity;
 pub mod live;
 pub mod metrics;
+pub mod pathwatch;
 pub mod props;
 pub mod report;
 pub mod rules;
 pub mod tracker;
 
+pub use discovery::{DeviceNode, Discovery, DiscoveryConfig, Mode};
 pub use event::{Action, UdevEvent};
 pub use identity::AdapterIdentity;
 pub use props::{DumpError, PropertyRecord, parse_dump};

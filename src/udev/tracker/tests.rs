@@ -161,3 +161,37 @@ fn liveness_drops_a_vanished_adapter() {
     );
     assert_eq!(t.adapters().count(), 0);
 }
+
+#[test]
+fn metrics_follow_the_state() {
+    let reg: &'static Registry = Box::leak(Box::default());
+    let mut t = Tracker::new(
+        vec![Target {
+            device: DeviceName::new("dev-A1").unwrap(),
+            usb: usb("A1"),
+        }],
+        UdevMetrics::new(reg),
+    );
+    t.apply(ev(Action::Add, Some(5), "A1", 0, 10), &AssumeAlive);
+    t.apply(ev(Action::Add, Some(6), "A1", 1, 11), &AssumeAlive);
+    t.apply(ev(Action::Remove, Some(4), "A1", 0, 10), &AssumeAlive);
+    let text = reg.render();
+    for line in [
+        "labd_udev_adapters{device=\"dev-A1\"} 2",
+        "labd_udev_events_total{action=\"add\"} 2",
+        "labd_udev_events_total{action=\"remove\"} 1",
+        "labd_udev_stale_events_total 1",
+        "labd_udev_devices_online 1",
+        "labd_udev_ttys_present 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    t.apply(ev(Action::Remove, Some(7), "A1", 0, 10), &AssumeAlive);
+    t.apply(ev(Action::Remove, Some(8), "A1", 1, 11), &AssumeAlive);
+    let text = reg.render();
+    assert!(
+        text.contains("labd_udev_adapters{device=\"dev-A1\"} 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("labd_udev_devices_online 0\n"), "{text}");
+}

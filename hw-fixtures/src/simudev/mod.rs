@@ -3,9 +3,11 @@
 //! ([`UdevSandbox`]), so rules and property dumps are checked against udev itself rather than
 //! against our own idea of it.
 
+pub mod netlink;
 pub mod sandbox;
 pub mod sysfs;
 
+pub use netlink::UdevBroadcaster;
 pub use sandbox::{UdevRun, UdevSandbox, resolve_link};
 pub use sysfs::{Placement, SimSysfs, UsbSerialAdapter};
 

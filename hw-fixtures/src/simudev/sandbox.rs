@@ -37,6 +37,9 @@ pub struct UdevSandbox {
     pub rules_dir: PathBuf,
     /// Create `/run/udev/control` so programs (and libudev) believe a udev daemon runs.
     pub udev_control: bool,
+    /// Also a private network namespace, so [`super::UdevBroadcaster`] events reach only the
+    /// sandbox's listeners.
+    pub net_namespace: bool,
 }
 
 const MARK: &str = "=====labd-sandbox";
@@ -51,6 +54,7 @@ impl UdevSandbox {
             sys_root: sys_root.into(),
             rules_dir: rules_dir.into(),
             udev_control: false,
+            net_namespace: false,
         }
     }
 
@@ -97,8 +101,13 @@ impl UdevSandbox {
         }
         let _ = writeln!(script, "echo '{MARK} links'");
         let _ = writeln!(script, "find /dev -type l -printf '%p %l\\n'");
-        let out = Command::new(&unshare)
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        let mut cmd = Command::new(&unshare);
+        cmd.args(["-m", "--propagation", "private"]);
+        if self.net_namespace {
+            cmd.arg("-n");
+        }
+        let out = cmd
+            .args(["sh", "-c", &script])
             .output()
             .context("running unshare")?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -257,6 +257,11 @@ impl SimSysfs {
         Ok(s)
     }
 
+    /// A tree created earlier (e.g. seen at `/sys` inside the sandbox), to plug and unplug.
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

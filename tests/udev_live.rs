@@ -269,6 +269,16 @@ fn inner_discovery_follows_live_udev_events() {
     .unwrap();
     quiet(&mut rx, Duration::from_millis(300));
 
+    // Another subsystem on the same group: dropped by the monitor's filter, nothing happens.
+    b.send(&[
+        ("ACTION".into(), "remove".into()),
+        ("DEVPATH".into(), "/devices/virtual/net/dummy0".into()),
+        ("SUBSYSTEM".into(), "net".into()),
+        ("SEQNUM".into(), "4750".into()),
+    ])
+    .unwrap();
+    quiet(&mut rx, Duration::from_millis(200));
+
     // Metrics of the udev domain, as the daemon's endpoint will render them.
     let text = labd::metrics::global().render();
     for line in [

@@ -376,7 +376,12 @@ impl Worker {
     fn forget_removed(&self, cfg: &DiscoveryConfig) {
         if let Ok(mut s) = self.status.lock() {
             s.retain(|d, _| {
-                cfg.paths.iter().any(|(p, _)| p == d) || cfg.targets.iter().any(|t| &t.device == d)
+                let keep = cfg.paths.iter().any(|(p, _)| p == d)
+                    || cfg.targets.iter().any(|t| &t.device == d);
+                if !keep {
+                    self.metrics.forget(d);
+                }
+                keep
             });
         }
     }

@@ -164,3 +164,30 @@ async fn reload_adds_and_forgets_devices() {
         "{status:?}"
     );
 }
+
+#[test]
+fn stopping_never_hangs_on_a_daemon_that_stopped_reading() {
+    // More devices than the channel holds, and nobody reads: the thread waits for room, but a
+    // stop request still ends it at once.
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = (0..(labd::udev::discovery::CHANNEL_CAPACITY + 50))
+        .map(|i| {
+            (
+                DeviceName::new(format!("d{i}")).unwrap(),
+                tmp.path().join(format!("missing{i}")),
+            )
+        })
+        .collect();
+    let cfg = DiscoveryConfig {
+        targets: Vec::new(),
+        paths,
+        poll_interval: Duration::from_millis(50),
+        mode: Mode::PathWatch,
+    };
+    let (discovery, rx) = Discovery::start(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    drop(discovery);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    drop(rx);
+}

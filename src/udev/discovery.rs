@@ -403,11 +403,37 @@ impl Worker {
                     },
                 );
             }
-            if self.tx.blocking_send(c).is_err() {
-                debug!("change receiver dropped; discovery thread ends");
+            if !self.send_one(c) {
                 return false;
             }
         }
         true
+    }
+
+    /// Sends one change, waiting while the channel is full but never past a stop request (so
+    /// dropping the handle cannot deadlock on a daemon that stopped reading).
+    fn send_one(&self, mut c: NodeChange) -> bool {
+        loop {
+            match self.tx.try_send(c) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    debug!("change receiver dropped; discovery thread ends");
+                    return false;
+                }
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    c = back;
+                    let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(20u8));
+                    let r = fds[0].revents().unwrap_or(PollFlags::empty());
+                    if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                        return false;
+                    }
+                    if r.contains(PollFlags::POLLIN) {
+                        // A pending command; it is handled once this change is out.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,10 @@ use labd::ser2net::{Format, render};
 fn examples_are_in_sync() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let inv = Inventory::load(&repo.join("udev-rules/example-inventory.toml")).unwrap();
-    for (file, format) in [("ser2net.yaml", Format::Yaml), ("ser2net.conf", Format::Legacy)] {
+    for (file, format) in [
+        ("ser2net.yaml", Format::Yaml),
+        ("ser2net.conf", Format::Legacy),
+    ] {
         let path = repo.join("ser2net").join(file);
         let text = render(&inv, format);
         if std::env::var_os("LABD_REGENERATE_FIXTURES").is_some() {

@@ -59,7 +59,8 @@ async fn fallback_follows_a_pty_link() {
         poll_interval: Duration::from_millis(50),
         mode: Mode::Auto,
     };
-    let (discovery, mut rx) = Discovery::start(cfg).unwrap();
+    let started = Discovery::start(cfg).unwrap();
+    let (discovery, mut rx) = (started.discovery, started.changes);
     if !labd::udev::live::udev_daemon_running() {
         assert_eq!(
             discovery.mode,
@@ -68,9 +69,16 @@ async fn fallback_follows_a_pty_link() {
         );
     }
 
-    // Announced at start: absent.
-    let (c, _) = next(&mut rx, "initial state").await;
-    assert_eq!((c.device.as_str(), c.node), ("bbb01", None));
+    // The state at start comes back from start(): absent.
+    assert_eq!(started.initial.len(), 1);
+    assert_eq!(
+        (
+            started.initial[0].device.as_str(),
+            started.initial[0].node.clone()
+        ),
+        ("bbb01", None)
+    );
+    assert_eq!(discovery.status()[&dev].node, None);
 
     // The link appears (the board's adapter is plugged in).
     let board = socat_pty(&link, &tmp.path().join("board"));
@@ -139,12 +147,14 @@ async fn reload_adds_and_forgets_devices() {
         poll_interval: Duration::from_millis(50),
         mode: Mode::PathWatch,
     };
-    let (discovery, mut rx) = Discovery::start(cfg(vec![(a.clone(), link_a.clone())])).unwrap();
-    let (c, _) = next(&mut rx, "a at start").await;
+    let started = Discovery::start(cfg(vec![(a.clone(), link_a.clone())])).unwrap();
+    let (discovery, mut rx) = (started.discovery, started.changes);
+    let c = &started.initial[0];
     assert_eq!(
-        (c.device.clone(), c.node),
+        (c.device.clone(), c.node.clone()),
         (a.clone(), Some(target_of(&link_a)))
     );
+    assert_quiet(&mut rx, Duration::from_millis(150)).await;
     // SIGHUP adds b, keeps a (not re-announced), then removes a.
     discovery.reload(cfg(vec![
         (a.clone(), link_a.clone()),
@@ -184,8 +194,17 @@ fn stopping_never_hangs_on_a_daemon_that_stopped_reading() {
         poll_interval: Duration::from_millis(50),
         mode: Mode::PathWatch,
     };
-    let (discovery, rx) = Discovery::start(cfg).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let started = Discovery::start(cfg).unwrap();
+    assert_eq!(
+        started.initial.len(),
+        labd::udev::discovery::CHANNEL_CAPACITY + 50
+    );
+    let (discovery, rx) = (started.discovery, started.changes);
+    // Fill the channel beyond its capacity: every device flips to present at once.
+    for i in 0..(labd::udev::discovery::CHANNEL_CAPACITY + 50) {
+        std::os::unix::fs::symlink("/dev/null", tmp.path().join(format!("missing{i}"))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     drop(discovery);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());

@@ -166,7 +166,8 @@ fn inner_discovery_follows_live_udev_events() {
     let inv = Inventory::load(&repo().join("udev-rules/example-inventory.toml")).unwrap();
     let mut cfg = DiscoveryConfig::from_inventory(&inv);
     cfg.poll_interval = Duration::from_millis(100);
-    let (discovery, mut rx) = Discovery::start(cfg).unwrap();
+    let started = Discovery::start(cfg).unwrap();
+    let (discovery, mut rx) = (started.discovery, started.changes);
     assert_eq!(
         discovery.mode,
         Mode::Udev,
@@ -174,11 +175,12 @@ fn inner_discovery_follows_live_udev_events() {
     );
 
     // Start-up: enumeration through libudev finds every adapter, all nine devices online.
-    let mut initial = BTreeMap::new();
-    for _ in 0..9 {
-        let (c, _) = recv(&mut rx, "initial enumeration");
-        initial.insert(c.device.to_string(), node(&c));
-    }
+    let initial: BTreeMap<String, Option<String>> = started
+        .initial
+        .iter()
+        .map(|c| (c.device.to_string(), node(c)))
+        .collect();
+    assert_eq!(initial.len(), 9, "{initial:?}");
     assert_eq!(initial["bbb01"].as_deref(), Some("/dev/ttyUSB0"));
     assert_eq!(initial["imx8mp-05"].as_deref(), Some("/dev/ttyUSB5"));
     assert_eq!(initial["nanopi-09"].as_deref(), Some("/dev/ttyUSB10"));

@@ -97,17 +97,24 @@ pub struct Discovery {
 /// daemon falls this far behind.
 pub const CHANNEL_CAPACITY: usize = 256;
 
+/// What [`Discovery::start`] returns.
+pub struct Started {
+    pub discovery: Discovery,
+    /// Every followed device's state after the initial enumeration (online with its node, or
+    /// offline): open the consoles accordingly, then send READY=1.
+    pub initial: Vec<NodeChange>,
+    /// Every later change, as it happens.
+    pub changes: mpsc::Receiver<NodeChange>,
+}
+
 impl Discovery {
-    /// Starts the thread. The first changes on the receiver announce every device (online or
-    /// offline) after the initial enumeration; send READY=1 after handling them.
-    pub fn start(cfg: DiscoveryConfig) -> Result<(Self, mpsc::Receiver<NodeChange>), UdevError> {
+    /// Starts the thread and waits for the initial enumeration (a few milliseconds of blocking
+    /// sysfs reads: call it from `spawn_blocking` or before the main loop starts).
+    pub fn start(cfg: DiscoveryConfig) -> Result<Started, UdevError> {
         Self::start_with(cfg, UdevMetrics::global())
     }
 
-    pub fn start_with(
-        cfg: DiscoveryConfig,
-        metrics: UdevMetrics,
-    ) -> Result<(Self, mpsc::Receiver<NodeChange>), UdevError> {
+    pub fn start_with(cfg: DiscoveryConfig, metrics: UdevMetrics) -> Result<Started, UdevError> {
         let mode = match cfg.mode {
             Mode::Auto if live::udev_daemon_running() => Mode::Udev,
             Mode::Auto => {
@@ -144,8 +151,8 @@ impl Discovery {
                 source,
             })?;
         // Set-up errors (a monitor socket that cannot be created) surface here, not in a log.
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let initial = match ready_rx.recv() {
+            Ok(Ok(initial)) => initial,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -156,17 +163,18 @@ impl Discovery {
                     source: std::io::Error::other("thread ended during start-up"),
                 });
             }
-        }
-        Ok((
-            Self {
+        };
+        Ok(Started {
+            discovery: Self {
                 mode,
                 status,
                 commands: cmd_tx,
                 wake: Some(wake_tx),
                 thread: Some(thread),
             },
-            rx,
-        ))
+            initial,
+            changes: rx,
+        })
     }
 
     /// Follows a new inventory (SIGHUP): unchanged devices keep their state, added ones are
@@ -229,7 +237,11 @@ fn watched_paths(mode: Mode, cfg: &DiscoveryConfig) -> Vec<(DeviceName, PathBuf)
 }
 
 impl Worker {
-    fn run(mut self, cfg: DiscoveryConfig, ready: std::sync::mpsc::Sender<Result<(), UdevError>>) {
+    fn run(
+        mut self,
+        cfg: DiscoveryConfig,
+        ready: std::sync::mpsc::Sender<Result<Vec<NodeChange>, UdevError>>,
+    ) {
         let udev_mode = self.mode == Mode::Udev;
         // The monitor is created before enumerating, so nothing between the two is lost.
         let socket = if udev_mode {
@@ -279,13 +291,13 @@ impl Worker {
             initial.extend(tracker.announce_all(&live));
         }
         initial.extend(self.path_changes(&mut paths));
-        let _ = ready.send(Ok(()));
+        self.record(&initial);
         info!(
             mode = ?self.mode,
             devices = cfg.paths.len().max(cfg.targets.len()),
             "device discovery started"
         );
-        if !self.send_all(initial) {
+        if ready.send(Ok(initial)).is_err() {
             return;
         }
         loop {
@@ -386,8 +398,8 @@ impl Worker {
         }
     }
 
-    /// Records and sends changes; false when the daemon dropped the receiver.
-    fn send_all(&self, changes: Vec<NodeChange>) -> bool {
+    /// Updates the status map with `changes`.
+    fn record(&self, changes: &[NodeChange]) {
         for c in changes {
             if let Ok(mut s) = self.status.lock() {
                 let via = if self.via_udev.contains(&c.device) {
@@ -403,6 +415,13 @@ impl Worker {
                     },
                 );
             }
+        }
+    }
+
+    /// Records and sends changes; false when the daemon dropped the receiver.
+    fn send_all(&self, changes: Vec<NodeChange>) -> bool {
+        self.record(&changes);
+        for c in changes {
             if !self.send_one(c) {
                 return false;
             }

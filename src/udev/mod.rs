@@ -16,7 +16,7 @@ pub mod report;
 pub mod rules;
 pub mod tracker;
 
-pub use discovery::{DeviceNode, Discovery, DiscoveryConfig, Mode};
+pub use discovery::{DeviceNode, Discovery, DiscoveryConfig, Mode, Started};
 pub use event::{Action, UdevEvent};
 pub use identity::AdapterIdentity;
 pub use props::{DumpError, PropertyRecord, parse_dump};

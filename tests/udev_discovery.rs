@@ -57,6 +57,7 @@ async fn fallback_follows_a_pty_link() {
         targets: Vec::new(),
         paths: vec![(dev.clone(), link.clone())],
         poll_interval: Duration::from_millis(50),
+        rescan_interval: Duration::from_secs(10),
         mode: Mode::Auto,
     };
     let started = Discovery::start(cfg).unwrap();
@@ -145,6 +146,7 @@ async fn reload_adds_and_forgets_devices() {
         targets: Vec::new(),
         paths,
         poll_interval: Duration::from_millis(50),
+        rescan_interval: Duration::from_secs(10),
         mode: Mode::PathWatch,
     };
     let started = Discovery::start(cfg(vec![(a.clone(), link_a.clone())])).unwrap();
@@ -192,6 +194,7 @@ fn stopping_never_hangs_on_a_daemon_that_stopped_reading() {
         targets: Vec::new(),
         paths,
         poll_interval: Duration::from_millis(50),
+        rescan_interval: Duration::from_secs(10),
         mode: Mode::PathWatch,
     };
     let started = Discovery::start(cfg).unwrap();

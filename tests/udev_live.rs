@@ -78,11 +78,12 @@ fn inner_send_under_udevadm_monitor() {
         return;
     }
     let log = std::env::temp_dir().join(format!("labd-monitor-{}.log", std::process::id()));
-    let mut monitor = std::process::Command::new("udevadm")
-        .args(["monitor", "--udev", "--property", "--subsystem-match=tty"])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut monitor =
+        std::process::Command::new(labd_hw_fixtures::require_program("udevadm").unwrap())
+            .args(["monitor", "--udev", "--property", "--subsystem-match=tty"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let b = UdevBroadcaster::new().unwrap();
     b.send(&props(
@@ -139,10 +140,6 @@ fn recv_since(
     }
 }
 
-fn recv(rx: &mut tokio::sync::mpsc::Receiver<NodeChange>, what: &str) -> (NodeChange, Duration) {
-    recv_since(rx, what, Instant::now())
-}
-
 fn quiet(rx: &mut tokio::sync::mpsc::Receiver<NodeChange>, d: Duration) {
     std::thread::sleep(d);
     if let Ok(c) = rx.try_recv() {
@@ -152,6 +149,74 @@ fn quiet(rx: &mut tokio::sync::mpsc::Receiver<NodeChange>, d: Duration) {
 
 fn node(c: &NodeChange) -> Option<String> {
     c.node.as_ref().map(|n| n.display().to_string())
+}
+
+/// Stand-in for systemd-udevd: runs the real rules (`udevadm test`, which writes the udev
+/// database and links in the sandbox), then broadcasts what the database says.
+struct Udevd {
+    b: UdevBroadcaster,
+}
+
+fn with(props: &[(String, String)], action: &str, seq: u64) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = props
+        .iter()
+        .filter(|(k, _)| k != "ACTION" && k != "SEQNUM")
+        .cloned()
+        .collect();
+    v.push(("ACTION".into(), action.into()));
+    v.push(("SEQNUM".into(), seq.to_string()));
+    v
+}
+
+impl Udevd {
+    /// The device's properties from the udev database.
+    fn info(&self, devpath: &str) -> Vec<(String, String)> {
+        let out = std::process::Command::new(labd_hw_fixtures::require_program("udevadm").unwrap())
+            .args(["info", "--query=property"])
+            .arg(format!("--path=/sys{devpath}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "udevadm info {devpath}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A new device: rules, database, then (if the monitor is to hear it) the broadcast.
+    /// Returns when the broadcast was sent.
+    fn add(&self, devpath: &str, seq: u64, broadcast: bool) -> Instant {
+        let out = std::process::Command::new(labd_hw_fixtures::require_program("udevadm").unwrap())
+            .args(["test", "--action=add"])
+            .arg(format!("/sys{devpath}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "udevadm test {devpath}");
+        let props = with(&self.info(devpath), "add", seq);
+        let sent = Instant::now();
+        if broadcast {
+            self.b.send(&props).unwrap();
+        }
+        sent
+    }
+
+    /// A removed device (`props` read before it went): database entry dropped, broadcast.
+    fn remove(&self, props: &[(String, String)], seq: u64, broadcast: bool) {
+        let get = |k: &str| {
+            props
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(major), Some(minor)) = (get("MAJOR"), get("MINOR")) {
+            let _ = std::fs::remove_file(format!("/run/udev/data/c{major}:{minor}"));
+        }
+        if broadcast {
+            self.b.send(&with(props, "remove", seq)).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -166,6 +231,7 @@ fn inner_discovery_follows_live_udev_events() {
     let inv = Inventory::load(&repo().join("udev-rules/example-inventory.toml")).unwrap();
     let mut cfg = DiscoveryConfig::from_inventory(&inv);
     cfg.poll_interval = Duration::from_millis(100);
+    cfg.rescan_interval = Duration::from_millis(400);
     let started = Discovery::start(cfg).unwrap();
     let (discovery, mut rx) = (started.discovery, started.changes);
     assert_eq!(
@@ -189,31 +255,24 @@ fn inner_discovery_follows_live_udev_events() {
     quiet(&mut rx, Duration::from_millis(200));
 
     let sys = SimSysfs::open("/sys");
-    let b = UdevBroadcaster::new().unwrap();
+    let udevd = Udevd {
+        b: UdevBroadcaster::new().unwrap(),
+    };
 
     // Unplug the FT232R: the kernel removes it, udevd broadcasts the remove.
+    let tty0 = "/devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0/ttyUSB0/tty/ttyUSB0";
+    let first_plug = udevd.info(tty0);
     sys.unplug("1-2").unwrap();
     let sent = Instant::now();
-    b.send(&props(
-        "ft232r.properties",
-        0,
-        &[("ACTION", "remove"), ("SEQNUM", "4718")],
-    ))
-    .unwrap();
+    udevd.remove(&first_plug, 4718, true);
     let (c, latency) = recv_since(&mut rx, "remove", sent);
     assert_eq!((c.device.as_str(), node(&c)), ("bbb01", None));
     println!("remove → offline in {latency:?}");
 
     // Plugged back; ttyUSB0 was still held open, so it comes back as ttyUSB11.
     let re = simudev::replugged_ft232r();
-    sys.plug(&re.adapter, &re.placement).unwrap();
-    let sent = Instant::now();
-    b.send(&props(
-        "ft232r-replugged.properties",
-        0,
-        &[("ACTION", "add"), ("SEQNUM", "4725")],
-    ))
-    .unwrap();
+    let tty11 = sys.plug(&re.adapter, &re.placement).unwrap().remove(0);
+    let sent = udevd.add(&tty11, 4725, true);
     let (c, latency) = recv_since(&mut rx, "replug", sent);
     assert_eq!(node(&c).as_deref(), Some("/dev/ttyUSB11"));
     assert_eq!(
@@ -222,64 +281,86 @@ fn inner_discovery_follows_live_udev_events() {
     );
     println!("add → online at the new node in {latency:?}");
 
-    // Unplugged and replugged again, but the monitor never sees the remove (socket overrun):
-    // the new add on ttyUSB0 wins, and the stale ttyUSB11 entry is dropped because its sysfs
-    // path is gone.
+    // Unplugged again, but the monitor never sees the remove (socket overrun): the periodic
+    // liveness check notices that ttyUSB11's sysfs path is gone.
+    let second_plug = udevd.info(&tty11);
+    let t0 = Instant::now();
     sys.unplug("1-2").unwrap();
-    let back = simudev::RecordedAdapter {
-        placement: simudev::Placement {
-            first_tty: 0,
-            devnum: 13,
-            ..re.placement.clone()
-        },
-        ..re
+    udevd.remove(&second_plug, 4735, false);
+    let (c, took) = recv_since(&mut rx, "liveness check after a missed remove", t0);
+    assert_eq!((c.device.as_str(), node(&c)), ("bbb01", None));
+    println!("missed remove noticed by the liveness check after {took:?}");
+    let back = simudev::Placement {
+        first_tty: 0,
+        devnum: 13,
+        ..re.placement.clone()
     };
-    sys.plug(&back.adapter, &back.placement).unwrap();
-    b.send(&props(
-        "ft232r.properties",
-        0,
-        &[
-            ("ACTION", "add"),
-            ("SEQNUM", "4740"),
-            ("USEC_INITIALIZED", "1999999999"),
-        ],
-    ))
-    .unwrap();
-    let (c, _) = recv(&mut rx, "add after a missed remove");
+    let tty0_again = sys.plug(&re.adapter, &back).unwrap().remove(0);
+    assert_eq!(tty0_again, tty0);
+    let sent = udevd.add(tty0, 4740, true);
+    let (c, _) = recv_since(&mut rx, "add after a missed remove", sent);
     assert_eq!(node(&c).as_deref(), Some("/dev/ttyUSB0"));
+    let bbb = &"bbb01".parse().unwrap();
     quiet(&mut rx, Duration::from_millis(300));
 
-    // The remove of the first plug arrives very late: older SEQNUM, ignored.
-    b.send(&props(
-        "ft232r.properties",
-        0,
-        &[("ACTION", "remove"), ("SEQNUM", "4730")],
-    ))
-    .unwrap();
+    // The remove of the first plug arrives very late: older SEQNUM than the add for that
+    // path, ignored.
+    udevd.b.send(&with(&first_plug, "remove", 4730)).unwrap();
     quiet(&mut rx, Duration::from_millis(300));
     assert_eq!(
-        discovery.status()[&"bbb01".parse().unwrap()].node,
+        discovery.status()[bbb].node,
         Some(PathBuf::from("/dev/ttyUSB0"))
     );
 
-    // The late remove of ttyUSB11 removes nothing that matters either.
-    b.send(&props(
-        "ft232r-replugged.properties",
-        0,
-        &[("ACTION", "remove"), ("SEQNUM", "4735")],
-    ))
-    .unwrap();
+    // The missed remove of ttyUSB11 finally arrives: nothing bound changes.
+    udevd.b.send(&with(&second_plug, "remove", 4735)).unwrap();
     quiet(&mut rx, Duration::from_millis(300));
 
     // Another subsystem on the same group: dropped by the monitor's filter, nothing happens.
-    b.send(&[
-        ("ACTION".into(), "remove".into()),
-        ("DEVPATH".into(), "/devices/virtual/net/dummy0".into()),
-        ("SUBSYSTEM".into(), "net".into()),
-        ("SEQNUM".into(), "4750".into()),
-    ])
-    .unwrap();
+    udevd
+        .b
+        .send(&[
+            ("ACTION".into(), "remove".into()),
+            ("DEVPATH".into(), "/devices/virtual/net/dummy0".into()),
+            ("SUBSYSTEM".into(), "net".into()),
+            ("SEQNUM".into(), "4750".into()),
+        ])
+        .unwrap();
     quiet(&mut rx, Duration::from_millis(200));
+
+    // The CH340 is replugged while the monitor is overrun: udevd processes both events but
+    // labd hears neither. The periodic re-enumeration finds it on its new node, the old entry
+    // fails the liveness check, and rescans of unchanged adapters announce nothing.
+    let tty10 = "/devices/pci0000:00/0000:00:14.0/usb1/1-4/1-4:1.0/ttyUSB10/tty/ttyUSB10";
+    let ch340_before = udevd.info(tty10);
+    let t0 = Instant::now();
+    sys.unplug("1-4").unwrap();
+    udevd.remove(&ch340_before, 4760, false);
+    let (c, _) = recv_since(
+        &mut rx,
+        "liveness check after the CH340's missed remove",
+        t0,
+    );
+    assert_eq!((c.device.as_str(), node(&c)), ("nanopi-09", None));
+    let tty12 = sys
+        .plug(
+            &simudev::UsbSerialAdapter::ch340(),
+            &simudev::Placement {
+                port: "1-4".into(),
+                first_tty: 12,
+                devnum: 14,
+            },
+        )
+        .unwrap()
+        .remove(0);
+    let t0 = udevd.add(&tty12, 4761, false);
+    let (c, took) = recv_since(&mut rx, "rescan after a missed add", t0);
+    assert_eq!(
+        (c.device.as_str(), node(&c).as_deref()),
+        ("nanopi-09", Some("/dev/ttyUSB12"))
+    );
+    println!("missed add found by re-enumeration after {took:?}");
+    quiet(&mut rx, Duration::from_millis(900));
 
     // Metrics of the udev domain, as the daemon's endpoint will render them.
     let text = labd::metrics::global().render();

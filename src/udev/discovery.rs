@@ -44,6 +44,9 @@ pub struct DiscoveryConfig {
     pub paths: Vec<(DeviceName, PathBuf)>,
     /// Path polling period; also the period of the udev liveness re-check.
     pub poll_interval: Duration,
+    /// udev mode: re-enumerate this often, the safety net for an `add` the monitor missed
+    /// (socket overrun); known adapters are not re-announced.
+    pub rescan_interval: Duration,
     pub mode: Mode,
 }
 
@@ -66,6 +69,7 @@ impl DiscoveryConfig {
             targets: Target::from_inventory(inv),
             paths,
             poll_interval: Duration::from_millis(250),
+            rescan_interval: Duration::from_secs(10),
             mode: Mode::Auto,
         }
     }
@@ -275,6 +279,8 @@ impl Worker {
         let live = SysfsLiveness::default();
         let mut paths = PathWatch::new(watched_paths(self.mode, &cfg));
         let mut interval = cfg.poll_interval;
+        let mut rescan = cfg.rescan_interval;
+        let mut last_scan = std::time::Instant::now();
         let mut initial = Vec::new();
         if udev_mode {
             match live::enumerate_ttys() {
@@ -328,6 +334,7 @@ impl Worker {
                 let _ = nix::unistd::read(&self.wake, &mut buf);
                 while let Ok(Command::Reload(new)) = self.commands.try_recv() {
                     interval = new.poll_interval;
+                    rescan = new.rescan_interval;
                     if udev_mode {
                         self.via_udev = new.targets.iter().map(|t| t.device.clone()).collect();
                     }
@@ -355,6 +362,17 @@ impl Worker {
                     }
                 } else if ready_n == 0 {
                     changes.extend(tracker.recheck(&live));
+                }
+                if last_scan.elapsed() >= rescan {
+                    last_scan = std::time::Instant::now();
+                    match live::enumerate_ttys() {
+                        Ok(events) => {
+                            for e in events {
+                                changes.extend(tracker.apply(e, &live));
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "periodic re-enumeration failed"),
+                    }
                 }
             }
             if !self.send_all(changes) {

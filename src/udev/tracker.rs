@@ -231,11 +231,22 @@ impl Tracker {
                 self.next_instance
             }
         };
+        // A re-enumeration (no SEQNUM) of a known instance keeps its place in the ordering, so
+        // a rescan can never flip which of two candidates is the newest.
+        let seq = match (ev.seqnum, self.adapters.get(&devpath)) {
+            (Some(s), _) => s,
+            (None, Some(prev)) if same_instance => prev.seq,
+            (None, _) => 0,
+        };
+        let order = match self.adapters.get(&devpath) {
+            Some(prev) if same_instance && ev.seqnum.is_none() => prev.order,
+            _ => order,
+        };
         self.adapters.insert(
             devpath,
             Adapter {
                 identity: ev.identity,
-                seq: ev.seqnum.unwrap_or(0),
+                seq,
                 order,
                 instance,
             },

@@ -76,7 +76,7 @@ impl UdevSandbox {
         let mut script = String::from("set -e\n");
         let _ = writeln!(
             script,
-            "mount --bind {} /sys\nmount -t tmpfs tmpfs /dev\nmount -t tmpfs tmpfs /run\nmount --bind {} /etc/udev/rules.d",
+            "mount --bind {} /sys\nmount -t tmpfs tmpfs /dev\nmknod -m 666 /dev/null c 1 3\nmount -t tmpfs tmpfs /run\nmount --bind {} /etc/udev/rules.d",
             shell_quote(&self.sys_root.display().to_string()),
             shell_quote(&self.rules_dir.display().to_string())
         );

@@ -195,3 +195,25 @@ fn metrics_follow_the_state() {
     );
     assert!(text.contains("labd_udev_devices_online 0\n"), "{text}");
 }
+
+#[test]
+fn rescan_never_flips_the_newest_candidate() {
+    let mut t = tracker(&["A1"]);
+    t.apply(ev(Action::Add, Some(5), "A1", 0, 10), &AssumeAlive);
+    t.apply(ev(Action::Add, Some(9), "A1", 1, 20), &AssumeAlive);
+    assert_eq!(
+        t.status()[0].node.as_deref(),
+        Some(Path::new("/dev/ttyUSB1"))
+    );
+    // A periodic re-enumeration lists both again, the newer first, without SEQNUM.
+    for (n, usec) in [(1, 20), (0, 10)] {
+        assert!(
+            t.apply(ev(Action::Present, None, "A1", n, usec), &AssumeAlive)
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        t.status()[0].node.as_deref(),
+        Some(Path::new("/dev/ttyUSB1"))
+    );
+}

@@ -385,7 +385,7 @@ impl Worker {
         }
     }
 
-    fn path_changes(&self, paths: &mut PathWatch) -> Vec<NodeChange> {
+    fn path_changes(&mut self, paths: &mut PathWatch) -> Vec<NodeChange> {
         let changes = paths.poll();
         for c in &changes {
             self.metrics
@@ -403,13 +403,14 @@ impl Worker {
         changes
     }
 
-    fn forget_removed(&self, cfg: &DiscoveryConfig) {
+    fn forget_removed(&mut self, cfg: &DiscoveryConfig) {
+        let metrics = &mut self.metrics;
         if let Ok(mut s) = self.status.lock() {
             s.retain(|d, _| {
                 let keep = cfg.paths.iter().any(|(p, _)| p == d)
                     || cfg.targets.iter().any(|t| &t.device == d);
                 if !keep {
-                    self.metrics.forget(d);
+                    metrics.forget(d);
                 }
                 keep
             });

@@ -175,8 +175,10 @@ impl UsbMatch {
         if !id.is_usb_tty() {
             return false;
         }
-        if id.vendor_id.as_deref() != Some(self.vendor_id().as_str())
-            || id.model_id.as_deref() != Some(self.product_id().as_str())
+        // Case-insensitive without allocating: this runs devices × adapters times per event.
+        let same = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+        if !same(id.vendor_id.as_deref(), self.vendor.get_ref())
+            || !same(id.model_id.as_deref(), self.product.get_ref())
         {
             return false;
         }

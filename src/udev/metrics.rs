@@ -19,6 +19,8 @@ pub struct UdevMetrics {
     pub stale: Counter,
     online: Gauge,
     present: Gauge,
+    /// Per-device gauges, so an event does not take the registry lock once per device.
+    adapters: std::collections::HashMap<DeviceName, Gauge>,
 }
 
 impl UdevMetrics {
@@ -40,6 +42,7 @@ impl UdevMetrics {
                 "USB and other ttys udev reports present (matched or not).",
                 &[],
             ),
+            adapters: std::collections::HashMap::new(),
         }
     }
 
@@ -54,9 +57,13 @@ impl UdevMetrics {
             .inc();
     }
 
-    pub fn set_adapters(&self, device: &DeviceName, n: usize) {
-        self.registry
-            .gauge(ADAPTERS, ADAPTERS_HELP, &[("device", device.as_str())])
+    pub fn set_adapters(&mut self, device: &DeviceName, n: usize) {
+        let registry = self.registry;
+        self.adapters
+            .entry(device.clone())
+            .or_insert_with(|| {
+                registry.gauge(ADAPTERS, ADAPTERS_HELP, &[("device", device.as_str())])
+            })
             .set(n as i64);
     }
 
@@ -66,7 +73,8 @@ impl UdevMetrics {
     }
 
     /// Drops a device's series (removed from the inventory on reload).
-    pub fn forget(&self, device: &DeviceName) {
+    pub fn forget(&mut self, device: &DeviceName) {
+        self.adapters.remove(device);
         self.registry
             .remove(ADAPTERS, &[("device", device.as_str())]);
     }

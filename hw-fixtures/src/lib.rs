@@ -11,6 +11,7 @@ pub mod lava_master;
 pub mod peers;
 pub mod qemu_dut;
 pub mod simpdu;
+pub mod simudev;
 pub mod util;
 
 pub use util::{

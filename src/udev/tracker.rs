@@ -220,8 +220,11 @@ impl Tracker {
         let same_instance = self.adapters.get(&devpath).is_some_and(|prev| {
             match (prev.identity.usec_initialized, ev.identity.usec_initialized) {
                 (Some(a), Some(b)) => a == b,
-                // Without USEC_INITIALIZED only an add means a new instance.
-                _ => ev.action != Action::Add,
+                // Without USEC_INITIALIZED only an add means a new instance, unless the device
+                // is only known from a rescan (seq 0): then the add is the event catching up
+                // with what the rescan already saw, and re-announcing it would make the console
+                // reopen for nothing.
+                _ => ev.action != Action::Add || prev.seq == 0,
             }
         });
         let instance = match self.adapters.get(&devpath) {

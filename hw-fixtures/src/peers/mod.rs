@@ -1,4 +1,4 @@
 //! Harnesses for real peer programs, one module per program.
+pub mod lava_server;
 pub mod pdudaemon;
 pub mod snmpsim;
-pub mod lava_server;

@@ -217,3 +217,17 @@ fn rescan_never_flips_the_newest_candidate() {
         Some(Path::new("/dev/ttyUSB1"))
     );
 }
+
+#[test]
+fn add_event_after_a_rescan_saw_the_replug_is_not_a_new_instance() {
+    // Under load the periodic rescan can see a replugged adapter before udev's add event is
+    // delivered; the late add (here without USEC_INITIALIZED) must not announce it again.
+    let mut t = tracker(&["A1"]);
+    t.apply(ev(Action::Add, Some(5), "A1", 0, 10), &AssumeAlive);
+    t.apply(ev(Action::Remove, Some(6), "A1", 0, 10), &AssumeAlive);
+    let seen = t.apply(ev(Action::Present, None, "A1", 11, 30), &AssumeAlive);
+    assert_eq!(nodes(&seen), [on("dev-A1", "/dev/ttyUSB11")]);
+    let mut late = ev(Action::Add, Some(9), "A1", 11, 30);
+    late.identity.usec_initialized = None;
+    assert!(t.apply(late, &AssumeAlive).is_empty());
+}

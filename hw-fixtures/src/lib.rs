@@ -8,6 +8,7 @@
 //! - `udev/` (data): recorded `udevadm info --query=property` dumps of real adapters.
 
 pub mod peers;
+pub mod simboard;
 pub mod util;
 
 pub use util::{

@@ -253,6 +253,13 @@ impl ConsoleHandle {
         self.send(Command::Reconfigure { source })
     }
 
+    /// Journals a labd event for this console (an operator attached, a job started...).
+    pub fn note(&self, text: &str) {
+        let _ = self.send(Command::Note {
+            text: text.to_string(),
+        });
+    }
+
     /// Waits until everything journaled so far is on disk.
     pub async fn flush_journal(&self) {
         let f = self.inner.flusher.clone();

@@ -67,6 +67,9 @@ pub(crate) enum Command {
     Reconfigure {
         source: Arc<dyn ConsoleSource>,
     },
+    Note {
+        text: String,
+    },
 }
 
 struct Online {
@@ -527,6 +530,7 @@ impl Hub {
             Command::Scrollback { max, reply } => {
                 let _ = reply.send(self.scrollback.tail(max));
             }
+            Command::Note { text } => self.journal.marker(&text),
             // Handled by the online/offline loops.
             Command::Reopen { .. } | Command::Reconfigure { .. } => {}
         }

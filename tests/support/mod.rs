@@ -180,3 +180,171 @@ impl Expect {
         self.buf.clear();
     }
 }
+
+/// `[worker]` plus one `[[device]]` per `(name, tty, listen port)`.
+pub fn inventory(state_dir: &Path, devices: &[(&str, PathBuf, Option<u16>)]) -> String {
+    let mut t = format!(
+        "[worker]\nname = \"w1\"\nstate_dir = \"{}\"\n\n",
+        state_dir.display()
+    );
+    for (name, tty, listen) in devices {
+        t.push_str(&format!(
+            "[[device]]\nname = \"{name}\"\ndevice_type = \"sim\"\n[device.console]\ntty = \"{}\"\n",
+            tty.display()
+        ));
+        if let Some(p) = listen {
+            t.push_str(&format!("listen = {p}\n"));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// The real `labd agent` binary, stopped (SIGTERM) when dropped.
+pub struct Agent {
+    pub child: labd_hw_fixtures::ChildGuard,
+    pub inventory: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes `dir/inventory.toml` and starts the daemon on it; returns once it answers.
+    pub async fn start(dir: &Path, inventory_text: &str) -> Agent {
+        let inventory = dir.join("inventory.toml");
+        std::fs::write(&inventory, inventory_text).unwrap();
+        let log = dir.join("agent.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["agent", "-c"])
+            .arg(&inventory)
+            .env("RUST_LOG", "debug")
+            .stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Agent {
+            child: labd_hw_fixtures::ChildGuard::new("labd agent", child),
+            socket: dir.join("state").join("labd.sock"),
+            inventory,
+            log,
+        };
+        let client = labd::control::ControlClient::new(&agent.socket);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if client
+                .request(serde_json::json!({"request": "ping"}))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("labd agent did not come up:\n{}", agent.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        agent
+    }
+
+    pub fn client(&self) -> labd::control::ControlClient {
+        labd::control::ControlClient::new(&self.socket)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    pub async fn status(&self) -> labd::control::StatusReply {
+        let v = self
+            .client()
+            .request(serde_json::json!({"request": "status"}))
+            .await
+            .unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+}
+
+/// A program running on a pseudo-terminal (for `labd console`, `telnet`).
+pub struct OnPty {
+    pub child: labd_hw_fixtures::ChildGuard,
+    master: std::os::fd::OwnedFd,
+    pub seen: Vec<u8>,
+}
+
+impl OnPty {
+    pub fn spawn(cmd: &mut std::process::Command) -> OnPty {
+        use std::os::fd::AsFd;
+        let pty = labd_hw_fixtures::simboard::Pty::open_raw().unwrap();
+        // A terminal as a user has it: cooked, echoing; the program puts it in raw mode itself.
+        let mut t = nix::sys::termios::tcgetattr(pty.slave.as_fd()).unwrap();
+        t.local_flags |=
+            nix::sys::termios::LocalFlags::ICANON | nix::sys::termios::LocalFlags::ECHO;
+        nix::sys::termios::tcsetattr(pty.slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t)
+            .unwrap();
+        let child = cmd
+            .stdin(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(pty.slave.try_clone().unwrap()))
+            .spawn()
+            .unwrap();
+        OnPty {
+            child: labd_hw_fixtures::ChildGuard::new("on pty", child),
+            master: pty.master,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn write(&self, data: &[u8]) {
+        use std::os::fd::AsFd;
+        labd_hw_fixtures::simboard::pty::write_all_nb(
+            self.master.as_fd(),
+            data,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    }
+
+    /// Reads until `needle` has been seen (anywhere since start); returns everything so far.
+    pub fn expect(&mut self, needle: &[u8], timeout: Duration) -> Vec<u8> {
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !contains(&self.seen, needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out waiting for {:?}; terminal shows {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&self.seen)
+                );
+            }
+            let _ = labd_hw_fixtures::simboard::pty::wait_readable(
+                self.master.as_fd(),
+                left.min(Duration::from_millis(100)),
+            );
+            match labd_hw_fixtures::simboard::pty::read_some(self.master.as_fd(), &mut buf) {
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        self.seen.clone()
+    }
+
+    /// Waits for the program to exit; returns its status.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.child.is_running() {
+                return self.child.stop(Duration::from_millis(10));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -51,7 +51,9 @@ async fn agent_serves_operators_exact_bytes_and_stops_cleanly_on_sigterm() {
     let dir = temp();
     let board = SimBoard::spawn("d1", dir.path(), BoardScript::silent()).unwrap();
     board.power_on();
-    let inv = inventory(&dir.path().join("state"), &[("d1", board.tty_path(), None)]);
+    let metrics_port = labd_hw_fixtures::free_tcp_port();
+    let inv = inventory(&dir.path().join("state"), &[("d1", board.tty_path(), None)])
+        + &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     let mut agent = Agent::start(dir.path(), &inv).await;
     let st = agent.status().await;
     assert_eq!(st.worker, "w1");
@@ -88,26 +90,31 @@ async fn agent_serves_operators_exact_bytes_and_stops_cleanly_on_sigterm() {
         assert_eq!(got, data);
     }
 
-    // A flood: the stalled connection does not slow the readers.
+    // A flood larger than a session's 1 MiB budget: the stalled connection drops its share,
+    // the two readers (reading concurrently) get every byte, in order. Paced at ~8 MB/s so a
+    // busy test machine does not make the readers themselves fall 1 MiB behind.
     let mut flood = Vec::new();
-    // Less than an operator's 1 MiB queue, so a reader that is momentarily behind (the test
-    // reads one session after the other) loses nothing; the stalled one just drops its share.
-    for i in 0..20000u32 {
+    for i in 0..70000u32 {
         flood.extend_from_slice(format!("F{i:07} abcdefghijklmnopqrstuvwxyz\r\n").as_bytes());
     }
     let b = board.control();
     let f2 = flood.clone();
     let writer = std::thread::spawn(move || {
-        for c in f2.chunks(4096) {
+        for c in f2.chunks(16384) {
             assert_eq!(b.write_raw(c), c.len());
+            std::thread::sleep(Duration::from_millis(2));
         }
     });
-    let (got, other) = read_frames(&mut alice.reader, flood.len()).await;
-    assert!(other.is_empty(), "{other:?}");
-    assert!(got == flood, "alice got the flood intact");
-    let (got, other) = read_frames(&mut bob.reader, flood.len()).await;
-    assert!(other.is_empty(), "{other:?}");
-    assert!(got == flood, "bob got the flood intact");
+    let ((got_a, other_a), (got_b, other_b)) = tokio::join!(
+        read_frames(&mut alice.reader, flood.len()),
+        read_frames(&mut bob.reader, flood.len())
+    );
+    assert!(
+        other_a.is_empty() && other_b.is_empty(),
+        "{other_a:?} {other_b:?}"
+    );
+    assert!(got_a == flood, "alice got the flood intact");
+    assert!(got_b == flood, "bob got the flood intact");
     writer.join().unwrap();
 
     // The stalled client is still connected and the daemon counted what it dropped.
@@ -135,6 +142,42 @@ async fn agent_serves_operators_exact_bytes_and_stops_cleanly_on_sigterm() {
     assert!(text.contains("labd 0.1.0 on worker w1"), "{text}");
     assert!(text.contains("d1") && text.contains("online"), "{text}");
     assert!(text.contains("clients:  3"), "{text}");
+
+    // The metrics endpoint shows the console.
+    let metrics = blocking(move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    })
+    .await;
+    assert!(
+        metrics.contains("labd_console_online{device=\"d1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("labd_console_clients{device=\"d1\"} 3"),
+        "{metrics}"
+    );
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{device=\"d1\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    assert_eq!(
+        value("labd_console_bytes_in_total"),
+        (data.len() + flood.len()) as u64
+    );
+    assert_eq!(value("labd_console_bytes_out_total"), data.len() as u64);
+    assert!(
+        value("labd_console_client_dropped_bytes_total") > 0,
+        "the stalled client dropped"
+    );
 
     // SIGTERM: clean exit, sessions ended, socket gone, journal closed with a marker.
     alice.writer.detach().await.unwrap();
@@ -527,6 +570,35 @@ async fn labd_log_reads_the_journal_without_the_daemon() {
     let b = board.control();
     assert!(blocking(move || b.wait_for_input(b"typed\r", T)).await);
     let inv_path = agent.inventory.clone();
+
+    // --follow prints what arrives while it runs.
+    let follow_out = dir.path().join("follow.out");
+    let mut follow = labd_hw_fixtures::ChildGuard::new(
+        "labd log --follow",
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["log", "d1", "--follow", "-c"])
+            .arg(&inv_path)
+            .stdout(std::fs::File::create(&follow_out).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(T, "follow prints the past", || {
+        contains(
+            &std::fs::read(&follow_out).unwrap_or_default(),
+            b"second \xff",
+        )
+    })
+    .await;
+    board.write_raw(b"live line\r\n");
+    eventually(T, "follow prints new output", || {
+        contains(
+            &std::fs::read(&follow_out).unwrap_or_default(),
+            b"live line\r\n",
+        )
+    })
+    .await;
+    follow.stop(Duration::from_secs(2));
+
     drop(s);
     drop(agent); // SIGTERM: the journal is complete on disk
 

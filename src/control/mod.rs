@@ -18,7 +18,20 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{AttachSession, ControlClient};
-pub use server::{Conn, ControlServer, Handler, Handlers, Peer, Request, simple};
+pub use server::{
+    Conn, ControlServer, Handler, Handlers, Peer, Request, parse_request_line, simple,
+};
+
+/// Fuzz entry point for request lines: any bytes give a kind and body or an error.
+pub fn fuzz_request_line(data: &[u8]) {
+    if let Ok((kind, body)) = parse_request_line(data) {
+        assert_eq!(
+            body.get("request").and_then(|v| v.as_str()),
+            Some(kind.as_str())
+        );
+        let _ = serde_json::from_value::<AttachRequest>(body);
+    }
+}
 
 use crate::console::ConsoleError;
 

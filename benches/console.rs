@@ -89,9 +89,10 @@ struct Agent {
 }
 
 async fn start_agent(dir: &Path, devices: &[(String, PathBuf, Option<u16>)]) -> Agent {
+    std::fs::create_dir_all(dir).unwrap();
     let state = dir.join("state");
     let mut inv = format!(
-        "[worker]\nname = \"bench\"\nstate_dir = \"{}\"\n\n",
+        "[worker]\nname = \"bench\"\nstate_dir = \"{}\"\n[worker.journal]\nmax_file_size = \"4 GiB\"\n\n",
         state.display()
     );
     for (name, tty, listen) in devices {
@@ -109,6 +110,10 @@ async fn start_agent(dir: &Path, devices: &[(String, PathBuf, Option<u16>)]) -> 
         .args(["agent", "-c"])
         .arg(&path)
         .env("RUST_LOG", "warn")
+        .env(
+            "TOKIO_WORKER_THREADS",
+            std::env::var("BENCH_WT").unwrap_or("2".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
         .spawn()
@@ -132,7 +137,13 @@ async fn start_agent(dir: &Path, devices: &[(String, PathBuf, Option<u16>)]) -> 
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "labd agent did not come up");
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            panic!(
+                "labd agent did not come up:\n{}",
+                &log[log.len().saturating_sub(3000)..]
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     agent
@@ -397,6 +408,17 @@ async fn throughput(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let journal_done = t.elapsed();
+    let jsize = std::fs::metadata(&journal).map_or(0, |m| m.len());
+    if jsize < (total as u64) {
+        let listing: Vec<_> = std::fs::read_dir(journal.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+            .collect();
+        let log = std::fs::read_to_string(dir.join("tp/agent.log")).unwrap_or_default();
+        let inv = std::fs::read_to_string(dir.join("tp/inventory.toml")).unwrap_or_default();
+        panic!("journal has {jsize} bytes of {total}: {listing:?}\n{inv}\n{log}");
+    }
     let labd_rate = mb / clients_done.as_secs_f64().max(journal_done.as_secs_f64());
     println!(
         "  labd: journal + 2 attached clients   {labd_rate:>8.1} MB/s   (clients got {:.1}/{:.1} MB, missed {}/{} bytes; journal complete at {:.2} s)",
@@ -516,7 +538,14 @@ async fn cpu64(dir: &Path) {
     let boards: Vec<FakeBoard> = (0..n)
         .map(|i| FakeBoard::new(dir, &format!("c{i:02}")))
         .collect();
-    let ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
+    // Distinct ports: the kernel may hand out a just-freed port again.
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < n {
+        let p = free_tcp_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
     let devices: Vec<(String, PathBuf, Option<u16>)> = boards
         .iter()
         .enumerate()
@@ -582,9 +611,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // LABD_BENCH_ONLY=latency|throughput|cpu runs one part.
+    let only = std::env::var("LABD_BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
     rt.block_on(async {
-        latency(dir.path()).await;
-        throughput(dir.path()).await;
-        cpu64(dir.path()).await;
+        if run("latency") {
+            latency(dir.path()).await;
+        }
+        if run("throughput") {
+            throughput(dir.path()).await;
+        }
+        if run("cpu") {
+            cpu64(dir.path()).await;
+        }
     });
 }

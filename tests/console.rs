@@ -751,6 +751,7 @@ async fn reopen_now_moves_to_a_new_node_at_once() {
         matches!(e, ConsoleEvent::Back { .. })
     })
     .await;
+    h.flush_journal().await;
     let m = markers(dir.path(), "a");
     assert!(
         m.iter().any(|m| m.contains("reopening on request at ")),

@@ -525,8 +525,17 @@ async fn sighup_reload_keeps_unchanged_consoles_and_their_sessions() {
     c.write_raw(b"new one");
     let (got, _) = read_frames(&mut sc.reader, 7).await;
     assert_eq!(got, b"new one");
-    let m = markers(&state, "rb");
-    assert_eq!(m.last().map(String::as_str), Some("console stopped"));
+    // The journal is written in batches: wait for what must be there.
+    eventually(T, "rb's journal closed", || {
+        markers(&state, "rb").last().map(String::as_str) == Some("console stopped")
+    })
+    .await;
+    eventually(T, "ra's journal written", || {
+        markers(&state, "ra")
+            .iter()
+            .any(|m| m.starts_with("operator attached"))
+    })
+    .await;
     let ma = markers(&state, "ra");
     assert_eq!(
         ma.iter()

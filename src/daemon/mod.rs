@@ -128,7 +128,8 @@ impl Daemon {
         &self.services
     }
 
-    /// Adds a service, started after the built-in ones.
+    /// Adds a service, started after the consoles and the metrics endpoint and before the
+    /// control socket opens.
     pub fn with_service(mut self, s: Box<dyn Service>) -> Self {
         self.extra.push(s);
         self
@@ -148,12 +149,12 @@ impl Daemon {
             "attach",
             crate::control::attach::handler(self.services.consoles.clone()),
         );
-        let mut all: Vec<Box<dyn Service>> = vec![
-            Box::new(ConsoleService),
-            Box::new(MetricsService),
-            Box::new(ControlService),
-        ];
+        // The control socket comes last, so every request kind is registered (and every
+        // service ready) before the first client is accepted; it is also the first to stop.
+        let mut all: Vec<Box<dyn Service>> =
+            vec![Box::new(ConsoleService), Box::new(MetricsService)];
         all.extend(self.extra);
+        all.push(Box::new(ControlService));
         let mut running = RunningDaemon {
             services: self.services.clone(),
             tasks: Vec::new(),

@@ -21,8 +21,10 @@ use super::config::JournalConfig;
 use crate::ids::DeviceName;
 use crate::metrics::Counter;
 
-/// How long the writer thread lets records accumulate before writing them.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// How long the writer thread lets records accumulate before writing them: one write per
+/// device per 100 ms at most while a board trickles output (64 consoles stay cheap); a flush
+/// request or 256 KiB waiting writes at once. A crash loses at most this much journal.
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// Write at once when this much is waiting.
 const HIGH_WATER: usize = 256 << 10;
 /// Memory kept for retries while the disk refuses writes; beyond it data is dropped, and a
@@ -427,5 +429,34 @@ mod tests {
             "kept data is not the tail of what was written"
         );
         assert!(got.len() > 4096);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn writes_without_a_flush_within_the_batch_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = DeviceName::new("b2").unwrap();
+        let j = Journal::open(
+            dir.path(),
+            &dev,
+            &JournalConfig::default(),
+            Counter::default(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        j.marker("one");
+        std::thread::sleep(BATCH_WINDOW * 3);
+        assert!(
+            fs::metadata(j.path()).unwrap().len() > 0,
+            "not written after 3 windows"
+        );
+        j.output(b"two");
+        std::thread::sleep(BATCH_WINDOW * 3);
+        let (recs, _) = format::decode_all(&fs::read(j.path()).unwrap());
+        assert_eq!(recs.len(), 2);
     }
 }

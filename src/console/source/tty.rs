@@ -84,6 +84,7 @@ fn open_tty(path: PathBuf, line: LineSettings) -> Result<Connection, ConsoleErro
     Ok(Connection {
         reader: Box::new(TtyReader {
             half: r,
+            scratch: vec![0u8; READ_SIZE].into_boxed_slice(),
             endpoint: endpoint.clone(),
         }),
         writer: Box::new(TtyWriter {
@@ -111,17 +112,27 @@ fn set_stick_parity(fd: RawFd, mark: bool) -> nix::Result<()> {
 
 struct TtyReader {
     half: ReadHalf<SerialStream>,
+    scratch: Box<[u8]>,
     endpoint: String,
 }
+
+/// Largest single read from a tty.
+const READ_SIZE: usize = 64 * 1024;
 
 impl ConnReader for TtyReader {
     fn read<'a>(&'a mut self, out: &'a mut BytesMut) -> BoxFut<'a, Result<(), ConsoleError>> {
         Box::pin(async move {
-            match self.half.read_buf(out).await {
+            // Read into an already-initialised scratch buffer: tokio-serial's `poll_read`
+            // zero-fills whatever unfilled space it is given, which for a large `BytesMut`
+            // costs more than the read itself.
+            match self.half.read(&mut self.scratch).await {
                 Ok(0) => Err(ConsoleError::Closed {
                     endpoint: self.endpoint.clone(),
                 }),
-                Ok(_) => Ok(()),
+                Ok(n) => {
+                    out.extend_from_slice(&self.scratch[..n]);
+                    Ok(())
+                }
                 Err(source) => Err(ConsoleError::Io {
                     endpoint: self.endpoint.clone(),
                     source,

@@ -804,3 +804,63 @@ async fn journal_rotates_under_a_running_console() {
     assert_eq!(lines.last(), Some(&39999));
     console.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_is_sent_in_order_and_journaled_on_tty_and_ser2net() {
+    let dir = temp();
+    let board = SimBoard::spawn("b1", dir.path(), BoardScript::silent()).unwrap();
+    let board2 = SimBoard::spawn("b2", dir.path(), BoardScript::silent()).unwrap();
+    board.power_on();
+    board2.power_on();
+    let ser2net = Ser2net::start(
+        dir.path(),
+        vec![Ser2netPort::telnet("b2", &board2.tty_path())],
+    )
+    .unwrap();
+    let tty_console = start_console(dir.path(), "b1", tty(&board));
+    let s2n_console = start_console(
+        dir.path(),
+        "b2",
+        Arc::new(Ser2netSource::new(
+            "127.0.0.1".into(),
+            ser2net.port("b2"),
+            None,
+        )),
+    );
+    for (console, b, name) in [(&tty_console, &board, "b1"), (&s2n_console, &board2, "b2")] {
+        let h = console.handle().clone();
+        eventually(T, "online", || h.status().online).await;
+        h.send_input(&op("alice"), &b"before"[..], false)
+            .await
+            .unwrap();
+        h.send_break(&op("alice"), false).await.unwrap();
+        h.send_input(&op("alice"), &b"after"[..], false)
+            .await
+            .unwrap();
+        let bc = b.control();
+        // A pty has no line to hold low: the bytes around the BREAK arrive, in order.
+        assert!(
+            blocking(move || bc.wait_for_input(b"beforeafter", T)).await,
+            "{name}"
+        );
+        h.flush_journal().await;
+        let kinds: Vec<(RecordKind, Option<String>)> = journal(dir.path(), name)
+            .into_iter()
+            .filter(|r| r.kind != RecordKind::Marker)
+            .map(|r| (r.kind, r.who))
+            .collect();
+        let alice = Some("op:alice".to_string());
+        assert_eq!(
+            kinds,
+            vec![
+                (RecordKind::Input, alice.clone()),
+                (RecordKind::Break, alice.clone()),
+                (RecordKind::Input, alice)
+            ],
+            "{name}"
+        );
+        assert!(h.status().online, "{name}: a BREAK does not drop the link");
+    }
+    tty_console.stop().await;
+    s2n_console.stop().await;
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -234,6 +235,23 @@ impl Hub {
                 }
                 r = on.reader.read(&mut buf), if hold.is_none() => match r {
                     Ok(()) => {
+                        // Bulk output: take what is already waiting (a pty or tty hands out
+                        // at most 4 KiB per read) so the journal and each subscriber see one
+                        // large chunk instead of many small ones.
+                        let mut more = 0;
+                        while buf.len() < READ_CHUNK && more < 16 {
+                            more += 1;
+                            match on.reader.read(&mut buf).now_or_never() {
+                                Some(Ok(())) => {}
+                                Some(Err(e)) => {
+                                    if !buf.is_empty() {
+                                        self.on_output(buf.split().freeze());
+                                    }
+                                    return self.lost(e.to_string());
+                                }
+                                None => break,
+                            }
+                        }
                         if !buf.is_empty() {
                             if let Some(t) = pacer.after_read(buf.len()) {
                                 hold_timer.as_mut().reset(t);

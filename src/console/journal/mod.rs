@@ -86,6 +86,8 @@ pub struct Journal {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    /// Largest payload per record, so files rotate close to their size limit.
+    max_record: usize,
 }
 
 impl Journal {
@@ -124,6 +126,7 @@ impl Journal {
             shared,
             thread: Some(thread),
             path,
+            max_record: (cfg.max_file_size.0 / 4).clamp(256, 64 << 10) as usize,
         })
     }
 
@@ -144,7 +147,9 @@ impl Journal {
 
     /// Board output.
     pub fn output(&self, data: &[u8]) {
-        self.append(RecordKind::Output, None, data);
+        for piece in data.chunks(self.max_record) {
+            self.append(RecordKind::Output, None, piece);
+        }
     }
 
     /// Input sent to the board by `who`.

@@ -787,3 +787,59 @@ async fn demo_runs_a_simulated_lab_that_can_be_attached() {
     demo.stop(Duration::from_secs(10));
     assert!(out().contains("labd demo: stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_is_0660_with_the_configured_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = temp();
+    let board = SimBoard::spawn("d1", dir.path(), BoardScript::silent()).unwrap();
+    let state = dir.path().join("state");
+    let base = inventory(&state, &[("d1", board.tty_path(), None)]);
+    let grouped = base.replacen("[worker]\n", "[worker]\nsocket_group = \"dialout\"\n", 1);
+    let agent = Agent::start(dir.path(), &grouped).await;
+    let meta = std::fs::metadata(&agent.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let dialout = nix::unistd::Group::from_name("dialout").unwrap().unwrap();
+    assert_eq!(meta.gid(), dialout.gid.as_raw());
+    drop(agent);
+
+    // A group that does not exist: the daemon refuses to start and says why.
+    let bad = base.replacen(
+        "[worker]\n",
+        "[worker]\nsocket_group = \"no-such-group\"\n",
+        1,
+    );
+    let inv = dir.path().join("bad.toml");
+    std::fs::write(&inv, bad).unwrap();
+    let out = blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["agent", "-c"])
+            .arg(&inv)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("socket_group \"no-such-group\" does not exist on this machine"),
+        "{err}"
+    );
+
+    // A bad inventory: refused with file, line and key, before anything starts.
+    let bad = base.replace("tty = ", "baud = 12345\ntty = ");
+    let inv = dir.path().join("bad2.toml");
+    std::fs::write(&inv, bad).unwrap();
+    let out = blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["agent", "-c"])
+            .arg(&inv)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad2.toml:9:"), "{err}");
+    assert!(err.contains("device.console.baud"), "{err}");
+}

@@ -12,6 +12,7 @@ pub mod peers;
 pub mod qemu_dut;
 pub mod simpdu;
 pub mod simudev;
+pub mod simboard;
 pub mod util;
 
 pub use util::{

@@ -2,3 +2,5 @@
 pub mod lava_server;
 pub mod pdudaemon;
 pub mod snmpsim;
+pub mod ser2net;
+pub mod socat;

@@ -221,7 +221,7 @@ impl ImageService {
                         p.output = r.output_bytes;
                     });
                 }
-                tracing::info!(
+                tracing::debug!(
                     url = %r.url,
                     cache = ?r.cache,
                     output_bytes = r.output_bytes,
@@ -231,7 +231,8 @@ impl ImageService {
             }
             Err(e) => {
                 m.error(e.stage());
-                tracing::warn!("{e}");
+                // The caller reports it (job log, CLI); this is for daemon debugging.
+                tracing::debug!("{e}");
             }
         }
         result

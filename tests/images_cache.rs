@@ -104,10 +104,22 @@ async fn without_validators_only_the_jobs_sha256_allows_a_hit() {
     let log = srv.requests_to("n.bz2");
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].header("if-none-match"), None);
-    let mut by_sha = req;
+    let mut by_sha = req.clone();
     by_sha.checksums.sha256 = Some(sha256(&body));
     assert_eq!(svc.fetch(by_sha).await.unwrap().cache, CacheOutcome::Hit);
     assert_eq!(srv.requests_to("n.bz2").len(), 2);
+
+    // An md5 the cache recorded when a job asked for it works the same way.
+    let md5 = hex::encode(<md5::Md5 as sha2::Digest>::digest(&body));
+    let mut by_md5 = req;
+    by_md5.checksums.md5 = Some(md5);
+    assert_eq!(
+        svc.fetch(by_md5.clone()).await.unwrap().cache,
+        CacheOutcome::Stored
+    );
+    assert_eq!(srv.requests_to("n.bz2").len(), 3);
+    assert_eq!(svc.fetch(by_md5).await.unwrap().cache, CacheOutcome::Hit);
+    assert_eq!(srv.requests_to("n.bz2").len(), 3);
 }
 
 #[tokio::test]

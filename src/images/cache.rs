@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil::TempFile;
-use super::hashing::sha256_hex;
+use super::hashing::{Checksums, sha256_hex};
 use super::metrics::ImageMetrics;
 
 /// Temporary files older than this were left by a process that died; they are removed at start.
@@ -37,13 +37,47 @@ pub(crate) struct IndexEntry {
     pub size: u64,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// Digests computed when it was downloaded, if a job asked for them: a later job giving
+    /// the same md5 or sha512 needs no revalidation.
+    #[serde(default)]
+    pub md5: Option<String>,
+    #[serde(default)]
+    pub sha512: Option<String>,
     /// Seconds since the epoch.
     pub stored_at: u64,
 }
 
 impl IndexEntry {
+    pub fn new(url: &str, sha256: &str, size: u64) -> Self {
+        Self {
+            url: url.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            etag: None,
+            last_modified: None,
+            md5: None,
+            sha512: None,
+            stored_at: now_secs(),
+        }
+    }
+
     pub fn has_validators(&self) -> bool {
         self.etag.is_some() || self.last_modified.is_some()
+    }
+
+    /// True when the job's checksums name this content (revalidation by checksum).
+    pub fn matches(&self, want: &Checksums) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        let named = same(&want.sha256, &Some(self.sha256.clone()))
+            || same(&want.md5, &self.md5)
+            || same(&want.sha512, &self.sha512);
+        // Every digest the job gives must agree with what is known.
+        let contradicts =
+            |w: &Option<String>, k: &Option<String>| matches!((w, k), (Some(w), Some(k)) if w != k);
+        named
+            && !contradicts(&want.sha256, &Some(self.sha256.clone()))
+            && !contradicts(&want.md5, &self.md5)
+            && !contradicts(&want.sha512, &self.sha512)
     }
 }
 
@@ -206,44 +240,25 @@ impl Cache {
         TempFile::create_in(&self.root.join("tmp"), "")
     }
 
-    /// Renames a complete, verified download into place and records the URL; then evicts the
+    /// Renames a complete, verified download into place and records its URL; then evicts the
     /// least recently used blobs beyond the size limit.
-    pub fn commit(
-        &self,
-        tmp: TempFile,
-        url: &str,
-        sha256: &str,
-        size: u64,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    ) -> io::Result<()> {
-        tmp.persist(&self.blob_path(sha256))?;
-        self.record(url, sha256, size, etag, last_modified)?;
-        self.evict(0, Some(sha256));
+    pub fn commit(&self, tmp: TempFile, entry: &IndexEntry) -> io::Result<()> {
+        tmp.persist(&self.blob_path(&entry.sha256))?;
+        self.record(entry)?;
+        self.evict(0, Some(&entry.sha256));
         Ok(())
     }
 
-    /// Writes the index entry for `url` (temporary file then rename).
-    pub fn record(
-        &self,
-        url: &str,
-        sha256: &str,
-        size: u64,
-        etag: Option<String>,
-        last_modified: Option<String>,
-    ) -> io::Result<()> {
+    /// Writes the index entry of a URL (temporary file then rename).
+    pub fn record(&self, entry: &IndexEntry) -> io::Result<()> {
         let entry = IndexEntry {
-            url: url.to_string(),
-            sha256: sha256.to_string(),
-            size,
-            etag,
-            last_modified,
             stored_at: now_secs(),
+            ..entry.clone()
         };
         let json = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
         let tmp = TempFile::create_in(&self.root.join("tmp"), "index-")?;
         io::Write::write_all(&mut tmp.file()?, &json)?;
-        tmp.persist(&self.index_path(&Self::url_key(url)))
+        tmp.persist(&self.index_path(&Self::url_key(&entry.url)))
     }
 
     /// Forgets a blob and the URL pointing at it (a corrupt entry).
@@ -331,8 +346,9 @@ mod tests {
         let t = c.temp().unwrap();
         io::Write::write_all(&mut t.file().unwrap(), data).unwrap();
         let sha = sha256_hex(data);
-        c.commit(t, url, &sha, data.len() as u64, Some("\"e\"".into()), None)
-            .unwrap();
+        let mut e = IndexEntry::new(url, &sha, data.len() as u64);
+        e.etag = Some("\"e\"".into());
+        c.commit(t, &e).unwrap();
         sha
     }
 
@@ -369,5 +385,24 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn revalidation_by_checksum() {
+        let mut e = IndexEntry::new("u", &"a".repeat(64), 1);
+        e.md5 = Some("m".repeat(32));
+        let want = |md5: Option<&str>, sha256: Option<&str>| Checksums {
+            md5: md5.map(str::to_string),
+            sha256: sha256.map(str::to_string),
+            sha512: None,
+        };
+        assert!(e.matches(&want(None, Some(&"a".repeat(64)))));
+        assert!(e.matches(&want(Some(&"m".repeat(32)), None)));
+        assert!(!e.matches(&want(Some(&"m".repeat(32)), Some(&"b".repeat(64)))));
+        assert!(!e.matches(&want(None, None)));
+        assert!(!e.matches(&Checksums {
+            sha512: Some("s".repeat(128)),
+            ..Default::default()
+        }));
     }
 }

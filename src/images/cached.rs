@@ -65,8 +65,9 @@ impl ImageService {
             .flatten();
         let mut headers = HeaderMap::new();
         if let Some((entry, blob)) = found {
-            if flight.validated_while_waiting() {
-                // Another request just downloaded or revalidated it.
+            if flight.validated_while_waiting() || entry.matches(&ctx.checksums) {
+                // Another request just downloaded or revalidated it, or the job's checksum
+                // names exactly this content.
                 drop((_cross, flight));
                 if let Ok(report) = self
                     .serve_hit(ctx, &cache, blob, None, CacheOutcome::Hit)

@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::cache::Cache;
+use super::cache::{Cache, IndexEntry};
 use super::compression::Decompress;
 use super::config::{ImageSettings, read_ca_file};
 use super::error::FetchError;
@@ -538,22 +538,17 @@ impl ImageService {
             ctx.warnings.push(format!("not cached: {e}"));
         }
         let tee = out.cache.take();
-        let (sha, size) = (out.digests.sha256.clone(), out.compressed_bytes);
+        let mut entry = IndexEntry::new(&ctx.url, &out.digests.sha256, out.compressed_bytes);
+        entry.etag = validators.etag;
+        entry.last_modified = validators.last_modified;
+        entry.md5 = out.digests.md5.clone();
+        entry.sha512 = out.digests.sha512.clone();
         let mut report = self.finish(ctx, out, total, outcome).await?;
         if let (Some(cache), Some(tee)) = (cache, tee) {
-            let (c, url) = (cache.clone(), ctx.url.clone());
-            let stored = tokio::task::spawn_blocking(move || {
-                c.commit(
-                    tee,
-                    &url,
-                    &sha,
-                    size,
-                    validators.etag,
-                    validators.last_modified,
-                )
-            })
-            .await
-            .map_err(|e| join_error(&ctx.url, e))?;
+            let c = cache.clone();
+            let stored = tokio::task::spawn_blocking(move || c.commit(tee, &entry))
+                .await
+                .map_err(|e| join_error(&ctx.url, e))?;
             match stored {
                 Ok(()) => outcome = CacheOutcome::Stored,
                 Err(e) => report.warnings.push(format!("not cached: {e}")),

@@ -21,6 +21,7 @@ mod cache;
 mod cached;
 pub mod compression;
 pub mod config;
+mod download;
 mod error;
 mod flight;
 mod fsutil;

@@ -118,7 +118,7 @@ async fn watch_progress(
             } else {
                 p.downloaded.max(p.compressed)
             });
-            bar.set_message(format!("{:?}", p.phase).to_lowercase());
+            bar.set_message(p.phase.label());
         } else if last_phase != Some(p.phase) && p.phase != Phase::Done {
             let what = match p.phase {
                 Phase::Queued => "queued".to_string(),

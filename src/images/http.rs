@@ -137,7 +137,12 @@ impl Http<'_> {
 
     /// The error for a request that got no response, and whether to try again.
     fn send_error(&self, e: &reqwest::Error, attempts: u32) -> (bool, FetchError) {
-        let message = chain(e);
+        // reqwest's own text ("error sending request for url (...)") repeats the URL; the
+        // cause says what happened.
+        let message = match std::error::Error::source(e) {
+            Some(cause) => chain(cause),
+            None => chain(e),
+        };
         if e.is_builder() {
             return (
                 false,

@@ -116,6 +116,20 @@ pub enum Phase {
     Done,
 }
 
+impl Phase {
+    /// A short label for progress displays.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Connecting => "connecting",
+            Self::Downloading => "downloading",
+            Self::FromCache => "from cache",
+            Self::Verifying => "verifying",
+            Self::Done => "done",
+        }
+    }
+}
+
 /// A progress snapshot, updated a few times per second.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Progress {

@@ -1,35 +1,44 @@
-//! The blocking half of a fetch, on two dedicated threads per image:
+//! The blocking half of a fetch, on three dedicated threads per image:
 //!
-//! - the decode thread (it holds the worker-wide decompressor slot): reads the compressed
-//!   [`Input`] (hashing it, teeing it into the cache), detects or checks the format, decodes into
-//!   1 MiB buffers;
-//! - the sink thread: hashes the output and writes it to the destination's temporary file.
+//! - the input thread: takes the compressed chunks (from the downloader, a file or a cache
+//!   blob), hashes them and tees them into the cache's temporary file ([`feed`]);
+//! - the decode thread (it holds the worker-wide decompressor slot): detects or checks the
+//!   format and decodes into 1 MiB buffers;
+//! - the sink thread: hashes the output and writes it to the destination's temporary file,
+//!   leaving holes for runs of zeros.
 //!
-//! Splitting decode from hash-and-write lets a fast decoder (zstd, zlib-rs) run at full speed
-//! while the disk and sha256 keep up beside it. Memory is bounded: four output buffers, the
-//! decoder's window, and the input channel.
+//! Splitting the stages lets a fast decoder (zstd, zlib-rs) run at full speed while sha256 and
+//! the disk keep up beside it. Memory is bounded: eight compressed chunks and four output
+//! buffers in flight, plus the decoder's window.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::compression::{Compression, Decompress, Detection, MAGIC_LEN, decoder, detect};
 use super::fsutil::TempFile;
 use super::hashing::{Digests, Hashers};
-use super::input::{Input, Source};
+use super::input::{ChunkReader, Source, feed};
 use super::limits::Slot;
 
 /// Size of one output buffer.
 pub(crate) const OUT_BUF: usize = 1 << 20;
 /// Output buffers per image (in the decoder, queued, in the sink).
 const OUT_BUFFERS: usize = 4;
+/// Compressed chunks queued between the input thread and the decoder.
+const INPUT_CHUNKS: usize = 8;
+/// Runs of zeros this long (and aligned) are skipped in the output, leaving a hole, as
+/// `zstd -d` does: disk images are often mostly empty.
+const SPARSE_BLOCK: usize = 32 * 1024;
 
 /// Progress shared with the async side, which samples it for progress reports.
 #[derive(Debug, Default)]
@@ -126,46 +135,42 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
         cache,
         counters,
     } = job;
-    let mut input = Input::new(source, Hashers::new(md5, sha512), cache, counters.clone());
-    let format = choose_format(&mut input, decompress)?;
     let dest_file = dest.file().map_err(PipelineError::Write)?;
-    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OUT_BUFFERS - 1);
-    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Bytes>(INPUT_CHUNKS);
+    let reader = ChunkReader::new(chunk_rx);
 
-    let (decoded, sunk) = std::thread::scope(|s| {
-        let sink = std::thread::Builder::new()
-            .name("labd-image-sink".into())
-            .spawn_scoped(s, || {
-                sink(dest_file, full_rx, empty_tx, &counters, format.is_some())
+    let (fed, stages) = std::thread::scope(|s| {
+        let counters = &counters;
+        let feeder = std::thread::Builder::new()
+            .name("labd-image-input".into())
+            .spawn_scoped(s, move || {
+                feed(source, Hashers::new(md5, sha512), cache, counters, chunk_tx)
             });
-        let sink = match sink {
-            Ok(h) => h,
-            Err(e) => return (Err(DecodeError::Thread(e.to_string())), None),
+        let stages = decode_and_sink(s, reader, decompress, dest_file, counters);
+        let fed = match feeder {
+            Ok(h) => h.join().ok(),
+            Err(_) => None,
         };
-        let decoded = decode(&mut input, format, full_tx, empty_rx);
-        (decoded, Some(sink.join()))
+        (fed, stages)
     });
 
-    let (output_bytes, output_hash) = match sunk {
-        Some(Ok(Ok(v))) => v,
-        Some(Ok(Err(e))) => return Err(PipelineError::Write(e)),
-        Some(Err(_)) => return Err(PipelineError::Internal("sink thread panicked".into())),
-        None => (0, None),
+    let summary = match fed {
+        Some(Ok(summary)) => summary,
+        Some(Err(e)) => {
+            // A write failure is the real cause even if reading also stopped.
+            if let Err(w @ PipelineError::Write(_)) = stages {
+                return Err(w);
+            }
+            return Err(PipelineError::Source(e));
+        }
+        None => return Err(PipelineError::Internal("input thread failed".into())),
     };
-    if let Err(e) = decoded {
-        return Err(match e {
-            DecodeError::Thread(m) => PipelineError::Internal(m),
-            // Only happens when the sink failed, which returned above.
-            DecodeError::SinkGone => PipelineError::Internal("sink thread stopped".into()),
-            DecodeError::Read(e) if input.source_error().is_some() => PipelineError::Source(e),
-            DecodeError::Read(e) => PipelineError::Decompress {
-                format: format.map_or_else(|| "none".into(), |f| f.to_string()),
-                message: describe_decode_error(&e),
-                offset: input.offset(),
-            },
-        });
+    let (format, output_bytes, output_hash) = stages?;
+    if summary.cut_short {
+        return Err(PipelineError::Internal(
+            "the decoder stopped before the end of the stream".into(),
+        ));
     }
-    let summary = input.finish().map_err(PipelineError::Source)?;
     let output_sha256 = output_hash.unwrap_or_else(|| summary.digests.sha256.clone());
     Ok(Output {
         compression: format,
@@ -180,15 +185,53 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     })
 }
 
+type Decoded = (Option<Compression>, u64, Option<String>);
+
+/// Format choice and decoding on this thread, hashing and writing on a sink thread. Takes the
+/// reader by value: returning drops it, which tells the input thread to stop if we stopped early.
+fn decode_and_sink<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    mut reader: ChunkReader,
+    decompress: Decompress,
+    dest: &'scope File,
+    counters: &'scope Counters,
+) -> Result<Decoded, PipelineError> {
+    let format = choose_format(&mut reader, decompress)?;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OUT_BUFFERS - 1);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let sink = std::thread::Builder::new()
+        .name("labd-image-sink".into())
+        .spawn_scoped(s, move || {
+            sink(dest, full_rx, empty_tx, counters, format.is_some())
+        })
+        .map_err(|e| PipelineError::Internal(format!("cannot start the sink thread: {e}")))?;
+    let decoded = decode(&mut reader, format, full_tx, empty_rx);
+    let (output_bytes, output_hash) = match sink.join() {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(PipelineError::Write(e)),
+        Err(_) => return Err(PipelineError::Internal("sink thread panicked".into())),
+    };
+    match decoded {
+        Ok(()) => Ok((format, output_bytes, output_hash)),
+        // Only when the sink failed, which returned above.
+        Err(DecodeError::SinkGone) => Err(PipelineError::Internal("sink thread stopped".into())),
+        Err(DecodeError::Read(e)) => Err(PipelineError::Decompress {
+            format: format.map_or_else(|| "none".into(), |f| f.to_string()),
+            message: describe_decode_error(&e),
+            offset: reader.offset(),
+        }),
+    }
+}
+
 /// Detects the format from the magic bytes, or checks the one the job announced.
 fn choose_format(
-    input: &mut Input,
+    input: &mut ChunkReader,
     decompress: Decompress,
 ) -> Result<Option<Compression>, PipelineError> {
     if decompress == Decompress::None {
         return Ok(None);
     }
-    let prefix = input.peek(MAGIC_LEN).map_err(PipelineError::Source)?;
+    let prefix = input.peek(MAGIC_LEN);
     let detected = match detect(prefix, true) {
         Detection::Format(f) => Some(f),
         Detection::Plain | Detection::NeedMore => None,
@@ -221,11 +264,10 @@ fn describe_decode_error(e: &io::Error) -> String {
 enum DecodeError {
     Read(io::Error),
     SinkGone,
-    Thread(String),
 }
 
 fn decode(
-    input: &mut Input,
+    input: &mut ChunkReader,
     format: Option<Compression>,
     full: mpsc::SyncSender<(Vec<u8>, usize)>,
     empty: mpsc::Receiver<Vec<u8>>,
@@ -266,9 +308,10 @@ fn decode(
     }
 }
 
-/// Hashes (when the output differs from the input) and writes; returns size and sha256.
+/// Hashes (when the output differs from the input) and writes, leaving holes for aligned runs
+/// of zeros; returns size and sha256.
 fn sink(
-    mut file: &File,
+    file: &File,
     full: mpsc::Receiver<(Vec<u8>, usize)>,
     empty: mpsc::Sender<Vec<u8>>,
     counters: &Counters,
@@ -277,22 +320,60 @@ fn sink(
     let mut sha = hash.then(Sha256::new);
     let mut total = 0u64;
     for (buf, n) in full {
+        let data = &buf[..n];
         if let Some(h) = &mut sha {
-            h.update(&buf[..n]);
+            h.update(data);
         }
-        file.write_all(&buf[..n])?;
+        write_sparse(file, data, total)?;
         total += n as u64;
         counters.output.fetch_add(n as u64, Ordering::Relaxed);
         // The decoder may have finished and gone; then the buffer is simply freed.
         let _ = empty.send(buf);
     }
+    // A trailing hole still counts in the size.
+    file.set_len(total)?;
     Ok((total, sha.map(|h| hex::encode(h.finalize()))))
+}
+
+/// Writes `data` at `offset`, skipping whole zero blocks (the file is new, so holes read as
+/// zeros). Non-zero stretches go out in one write each.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut pending: Option<usize> = None;
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + SPARSE_BLOCK).min(data.len());
+        let block = &data[pos..end];
+        let zero = block.len() == SPARSE_BLOCK && is_zero(block);
+        match (zero, pending) {
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], offset + start as u64)?;
+                pending = None;
+            }
+            (false, None) => pending = Some(pos),
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = pending {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    // OR-folding 64 bytes at a time vectorises; the early exit stops at the first data.
+    let mut chunks = block.chunks_exact(64);
+    chunks.all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::io::Write;
+
+    thread_local!(static BLOCKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
 
     fn run_on(data: &[u8], decompress: Decompress) -> Result<(Output, Vec<u8>), PipelineError> {
         let dir = tempfile::tempdir().unwrap();
@@ -311,6 +392,8 @@ mod tests {
         };
         let out = run(job, Source::Chunks(rx))?;
         let bytes = std::fs::read(out.dest.path()).unwrap();
+        let meta = std::fs::metadata(out.dest.path()).unwrap();
+        BLOCKS.with(|b| b.set(std::os::unix::fs::MetadataExt::blocks(&meta)));
         Ok((out, bytes))
     }
 
@@ -363,6 +446,23 @@ mod tests {
                 Ok(_) => panic!("{format}: truncated archive accepted"),
             }
         }
+    }
+
+    #[test]
+    fn zero_runs_become_holes() {
+        let mut data = vec![0u8; 8 * SPARSE_BLOCK];
+        data[10] = 1;
+        data[5 * SPARSE_BLOCK + 3] = 2;
+        data.extend_from_slice(&[0u8; 1000]);
+        let (out, bytes) = run_on(&data, Decompress::None).unwrap();
+        assert_eq!(bytes, data);
+        assert_eq!(out.output_bytes, data.len() as u64);
+        // Two data blocks written (and the short tail), the rest are holes.
+        let blocks = BLOCKS.with(|b| b.get());
+        assert!(blocks * 512 < 4 * SPARSE_BLOCK as u64, "{blocks}");
+        let zeros = vec![0u8; 3 * SPARSE_BLOCK];
+        let (_, bytes) = run_on(&zeros, Decompress::None).unwrap();
+        assert_eq!(bytes, zeros);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The runner's edge to the images service: what a deploy action asks for and gets back. The
-//! implementation over `crate::images::ImageService` lives in `images_service.rs`; tests may
+//! implementation over `crate::images::ImageService` is [`super::ServiceFetcher`]; tests may
 //! plug in their own.
 
 use std::path::PathBuf;

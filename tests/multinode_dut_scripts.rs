@@ -1,0 +1,277 @@
+//! labd's DUT helper scripts against LAVA 2023.01's own (from Debian's lava-dispatcher package,
+//! extracted by .ci/install-deps), both run by real shells (`/bin/sh` = dash, and busybox sh as
+//! on small boards), with this test playing the dispatcher over pipes: same requests on the
+//! console, same cache file, same outputs and exit statuses.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use labd::multinode::dut::{DutParams, console, find_request, helper_scripts};
+use labd_hw_fixtures::peers::lava_dispatcher;
+
+const ROLES: [(&str, &str); 3] = [("100", "server"), ("101", "client"), ("102", "client")];
+
+/// Installs labd's scripts in `dir/bin`.
+fn install_labd(dir: &Path) -> PathBuf {
+    let roles = ROLES
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let p = DutParams::new("101", "client", roles, dir.to_str().unwrap());
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for s in helper_scripts(&p) {
+        let path = bin.join(s.name);
+        std::fs::write(&path, &s.contents).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(s.mode)).unwrap();
+    }
+    bin
+}
+
+/// Installs LAVA's scripts in `dir/bin` with the header MultinodeOverlayAction writes.
+fn install_lava(dir: &Path, cache: &Path) -> PathBuf {
+    let roles: Vec<(String, String)> = ROLES
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    lava_dispatcher::install_multinode_helpers(dir, "/bin/sh", "101", "client", &roles, cache)
+        .expect("LAVA's helper scripts (run .ci/install-deps)")
+}
+
+#[derive(Debug, PartialEq)]
+struct Run {
+    /// stdout without the debug lines (they carry the date).
+    out: String,
+    requests: Vec<String>,
+    status: i32,
+    cache: Option<String>,
+}
+
+/// Runs `cmd` with `bin` first on PATH; answers each request with `reply(request)` written as
+/// the dispatcher writes it.
+fn run(
+    shell: &[&str],
+    bin: &Path,
+    cache: &Path,
+    cmd: &str,
+    reply: &dyn Fn(&console::DutRequest) -> Option<String>,
+) -> Run {
+    let _ = std::fs::remove_file(cache);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut child = Command::new(shell[0])
+        .args(&shell[1..])
+        .arg("-c")
+        .arg(cmd)
+        .env("PATH", path)
+        .env("LAVA_MULTI_NODE_CACHE", cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    let mut requests = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(m) = find_request(&line) {
+            requests.push(line[m.start..m.end].to_string());
+            if let Some(r) = reply(&m.request) {
+                stdin
+                    .write_all(console::console_bytes(&r, "\n").as_bytes())
+                    .unwrap();
+            }
+        }
+        if line.contains("_DEBUG ") {
+            continue;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    drop(stdin);
+    let status = child.wait().unwrap().code().unwrap_or(-1);
+    Run {
+        out,
+        requests,
+        status,
+        cache: std::fs::read_to_string(cache).ok(),
+    }
+}
+
+fn shells() -> Vec<Vec<&'static str>> {
+    labd_hw_fixtures::require_program("busybox").expect("busybox");
+    vec![vec!["/bin/sh"], vec!["busybox", "sh"]]
+}
+
+/// Each case: command, reply to its request(s), expected request lines (checked on labd's).
+fn cases() -> Vec<(&'static str, Option<&'static str>)> {
+    vec![
+        ("lava-self", None),
+        ("lava-role; echo", None),
+        ("lava-role list", None),
+        ("lava-group", None),
+        ("lava-group client; echo \" rc=$?\"", None),
+        ("lava-group server; echo \" rc=$?\"", None),
+        ("lava-group nobody; echo \"rc=$?\"", None),
+        ("lava-send ready", None),
+        (
+            "lava-send ready role=client self=101 junk ip=10.0.0.1",
+            None,
+        ),
+        ("lava-send data 'k=a   b' x= =y k2=v", None),
+        ("lava-send k=v; echo \"rc=$?\"", None),
+        ("lava-send; echo \"rc=$?\"", None),
+        (
+            "lava-wait ipaddr; echo \"rc=$?\"",
+            Some("<LAVA_WAIT_COMPLETE 100:ipaddr=10.0.0.1 100:port=5000>"),
+        ),
+        (
+            "lava-wait ipaddr; echo \"rc=$?\"",
+            Some("<LAVA_WAIT_COMPLETE nack>"),
+        ),
+        (
+            "lava-wait ipaddr",
+            Some("<LAVA_WAIT_COMPLETE 100:msg=a b c 12:30 100:k=v>"),
+        ),
+        (
+            "lava-wait-all ready; echo \"rc=$?\"",
+            Some("<LAVA_WAIT_ALL_COMPLETE 100:a=1 101:b=2 102:c=3>"),
+        ),
+        (
+            "lava-wait-all ready client",
+            Some("<LAVA_WAIT_ALL_COMPLETE 101:b=2 102:c=3>"),
+        ),
+        (
+            "lava-wait-all ready; echo \"rc=$?\"",
+            Some("<LAVA_WAIT_ALL_COMPLETE nack>"),
+        ),
+        ("lava-wait-all ready", Some("<LAVA_WAIT_ALL_COMPLETE>")),
+        (
+            "lava-sync booted; echo \"rc=$?\"",
+            Some("<LAVA_SYNC_COMPLETE>"),
+        ),
+        (
+            "lava-sync booted; echo \"rc=$?\"",
+            Some("<LAVA_SYNC_COMPLETE nack>"),
+        ),
+        ("lava-wait 'two words'", Some("<LAVA_WAIT_COMPLETE>")),
+    ]
+}
+
+#[test]
+fn labd_helpers_behave_like_lavas() {
+    let dir = tempfile::tempdir().unwrap();
+    let labd_bin = install_labd(&dir.path().join("labd"));
+    let cache = dir.path().join("cache.txt");
+    let lava_bin = install_lava(&dir.path().join("lava"), &cache);
+    for shell in shells() {
+        for (cmd, reply) in cases() {
+            let answer = |_: &console::DutRequest| reply.map(str::to_string);
+            let lava = run(&shell, &lava_bin, &cache, cmd, &answer);
+            let labd = run(&shell, &labd_bin, &cache, cmd, &answer);
+            assert_eq!(labd, lava, "{shell:?}: {cmd}");
+        }
+    }
+}
+
+#[test]
+fn request_lines_and_cache_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = install_labd(dir.path());
+    let cache = dir.path().join("sub/cache.txt");
+    let r = run(
+        &["/bin/sh"],
+        &bin,
+        &cache,
+        "lava-send ready role=client   self=101 junk; lava-wait-all ready; cat \"$LAVA_MULTI_NODE_CACHE\"",
+        &|req| {
+            (req.name == "WAIT_ALL")
+                .then(|| "<LAVA_WAIT_ALL_COMPLETE 100:role=server 101:role=client>".to_string())
+        },
+    );
+    assert_eq!(
+        r.requests,
+        [
+            "<LAVA_MULTI_NODE> <LAVA_SEND ready role=client self=101>",
+            "<LAVA_MULTI_NODE> <LAVA_WAIT_ALL ready>"
+        ]
+    );
+    assert_eq!(
+        r.cache.as_deref(),
+        Some("100:role=server\n101:role=client\n")
+    );
+    assert!(
+        r.out.ends_with("100:role=server\n101:role=client\n"),
+        "{}",
+        r.out
+    );
+    assert_eq!(r.status, 0);
+}
+
+#[test]
+fn lava_network_broadcast_collect_query_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = install_labd(dir.path());
+    let net = dir.path().join("net.txt");
+    let hosts = dir.path().join("hosts");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for shell in shells() {
+        let _ = std::fs::remove_file(&hosts);
+        let out = Command::new(shell[0])
+            .args(&shell[1..])
+            .arg("-c")
+            .arg("LAVA_MULTI_NODE_DEBUG= lava-network broadcast lo")
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let req = find_request(&line).expect(&line).request;
+        assert_eq!(req.name, "SEND");
+        assert_eq!(req.params[0], "network_info");
+        let data = console::send_data(&req.params);
+        assert!(
+            data.contains(&("ipv4".into(), "127.0.0.1".into())),
+            "{line}"
+        );
+        assert!(
+            data.contains(&("netmask".into(), "255.0.0.0".into())),
+            "{line}"
+        );
+        assert!(
+            data.contains(&("mac".into(), "00:00:00:00:00:00".into())),
+            "{line} {data:?}"
+        );
+        assert!(data.iter().any(|(k, _)| k == "hostname"), "{line}");
+        assert!(data.iter().any(|(k, _)| k == "hostname_full"), "{line}");
+
+        let collect = run(
+            &shell,
+            &bin,
+            &dir.path().join("unused"),
+            &format!(
+                "export LAVA_MULTI_NODE_NETWORK_CACHE={net}; lava-network collect lo server && \
+                 lava-network query 101 ipv4 && lava-network hosts {hosts} && cat {hosts}",
+                net = net.display(),
+                hosts = hosts.display()
+            ),
+            &|_| {
+                Some(
+                    "<LAVA_WAIT_ALL_COMPLETE 100:ipv4=10.0.0.1 100:hostname=board0 101:ipv4=10.0.0.2>"
+                        .into(),
+                )
+            },
+        );
+        assert_eq!(
+            collect.requests,
+            ["<LAVA_MULTI_NODE> <LAVA_WAIT_ALL network_info server>"]
+        );
+        assert_eq!(
+            collect.out,
+            "<LAVA_MULTI_NODE> <LAVA_WAIT_ALL network_info server>\n\
+             10.0.0.2\n10.0.0.1\tboard0\n10.0.0.2\t101\n",
+            "{shell:?}"
+        );
+    }
+}

@@ -110,11 +110,13 @@ pub enum ModelOutcome {
     Reply(String),
     /// `json.loads` refused the body ("JSON error": the daemon closes without a reply).
     JsonError,
-    /// The daemon would have died with this exception.
+    /// The daemon would have died with this exception (the model then restarts empty).
     Crash(String),
+    /// Answer to a `#RESET` line: every group forgotten.
+    Reset,
 }
 
-/// Feeds `requests` (JSON body texts, no newlines) to the real class; stops at a crash.
+/// Feeds `requests` (JSON body texts, no newlines, or `#RESET`) to the real class.
 pub fn run_model(requests: &[String]) -> anyhow::Result<Vec<ModelOutcome>> {
     require_program("lava-coordinator")?;
     let mut child = Command::new("/usr/bin/python3")
@@ -124,23 +126,25 @@ pub fn run_model(requests: &[String]) -> anyhow::Result<Vec<ModelOutcome>> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting coordinator_model.py")?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("model stdin")?;
-        for r in requests {
-            anyhow::ensure!(!r.contains('\n'), "requests must be single lines");
-            // The model may stop reading after a crash; ignore the broken pipe then.
-            if writeln!(stdin, "{r}").is_err() {
-                break;
-            }
-        }
+    for r in requests {
+        anyhow::ensure!(!r.contains('\n'), "requests must be single lines");
     }
+    let mut stdin = child.stdin.take().context("model stdin")?;
+    let input = requests.join("\n") + "\n";
+    // Write from another thread: the model answers while it reads.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(input.as_bytes());
+    });
     let out = child.wait_with_output()?;
+    let _ = writer.join();
     let text = String::from_utf8(out.stdout)?;
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l)?;
-            Ok(if let Some(c) = v.get("crash") {
+            Ok(if v.get("reset").is_some() {
+                ModelOutcome::Reset
+            } else if let Some(c) = v.get("crash") {
                 ModelOutcome::Crash(c.as_str().unwrap_or_default().to_string())
             } else if v.get("json_error").is_some() {
                 ModelOutcome::JsonError
@@ -149,4 +153,25 @@ pub fn run_model(requests: &[String]) -> anyhow::Result<Vec<ModelOutcome>> {
             })
         })
         .collect()
+}
+
+/// The frames of `lava/coordinator-transcript.txt` (captured from lava-coordinator 2023.01):
+/// `(request, reply)` pairs in order, reply empty when none was captured.
+pub fn transcript() -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(data("coordinator-transcript.txt"))?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let frame = |prefix: &str| {
+            line.strip_prefix(prefix)
+                .and_then(|rest| rest.split_once(" bytes: "))
+                .map(|(_, f)| f.to_string())
+        };
+        if let Some(req) = frame("C>S ") {
+            pairs.push((req, String::new()));
+        } else if let Some(rep) = frame("S>C ") {
+            let last = pairs.last_mut().context("reply before any request")?;
+            last.1 = rep;
+        }
+    }
+    Ok(pairs)
 }

@@ -118,7 +118,19 @@ impl Coordinator {
     /// `dataReceived(json_data)`.
     pub fn handle(&mut self, data: &Value) -> Outcome {
         let Value::Dict(req) = data else {
-            // Python: `"request" not in json_data` on a list/str (or a TypeError on a scalar).
+            // Python evaluates `"request" in json_data` then `json_data["request"]`: a list
+            // or string containing "request" raises TypeError, and so does any scalar.
+            let raises = match data {
+                Value::List(items) => items.iter().any(|i| i.as_str() == Some("request")),
+                Value::Str(s) => s.contains("request"),
+                _ => true,
+            };
+            if raises {
+                return crashed(
+                    Crash("TypeError: the request is not a JSON object".into()),
+                    None,
+                );
+            }
             debug!(target: T, "bad data={}", crate::multinode::pyjson::dumps(data));
             return Outcome::reply(Reply::Nack);
         };

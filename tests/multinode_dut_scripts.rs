@@ -275,3 +275,139 @@ fn lava_network_broadcast_collect_query_hosts() {
         );
     }
 }
+
+/// Plays the dispatcher for one DUT shell over pipes: every request the helpers print goes
+/// through labd's `dut::handle` to a real coordinator, and the reply is written back.
+async fn dispatcher_for(
+    bin: PathBuf,
+    cache: PathBuf,
+    script: &str,
+    client: labd::multinode::CoordinatorClient,
+) -> (String, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("LAVA_MULTI_NODE_CACHE", &cache)
+        .env("LAVA_MULTI_NODE_DEBUG", "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    let mut results = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(m) = find_request(&line) {
+            let o = labd::multinode::dut::handle(&m.request, &client, "\n").await;
+            if let Some(r) = o.result {
+                results.push(format!(
+                    "{} {}",
+                    r.test_case_id,
+                    if r.pass { "pass" } else { "fail" }
+                ));
+            }
+            if let Some(c) = o.console {
+                stdin.write_all(c.as_bytes()).await.unwrap();
+            }
+            continue;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(child.wait().await.unwrap().success());
+    (out, results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_duts_talk_through_labd_and_a_real_coordinator() {
+    use labd::multinode::server::{Server, ServerConfig};
+    use labd::multinode::{ClientSettings, CoordinatorClient, NodeIdentity};
+    let server = Server::start(ServerConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = ClientSettings::at(
+        "127.0.0.1",
+        server.local_addr().port(),
+        std::time::Duration::from_millis(50),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = install_labd(dir.path());
+    let node = |job: &str, role: &str| {
+        CoordinatorClient::new(
+            settings.clone(),
+            NodeIdentity {
+                job_id: job.into(),
+                group: "e2e".into(),
+                role: role.into(),
+                group_size: 2,
+                hostname: "worker".into(),
+            },
+        )
+    };
+    let (a, b) = (node("100", "server"), node("101", "client"));
+    let (ra, rb) = tokio::join!(a.group_data(), b.group_data());
+    assert_eq!(ra.unwrap(), rb.unwrap());
+    let server_script = "lava-send ipaddr ip=10.0.0.1 port=5000; lava-sync ready; \
+                         lava-wait-all result; cat \"$LAVA_MULTI_NODE_CACHE\"";
+    let client_script = "lava-wait ipaddr; cat \"$LAVA_MULTI_NODE_CACHE\"; \
+                         lava-send result who=client; lava-sync ready; \
+                         lava-wait-all result client; cat \"$LAVA_MULTI_NODE_CACHE\"; \
+                         lava-sync done-all && echo finished";
+    let ((out_a, res_a), (out_b, res_b)) = tokio::join!(
+        async {
+            // The job itself (not its DUT) also sends, as a protocol action in the job would.
+            let who = labd::multinode::client::message_from_pairs([("who", "server")]);
+            a.lava_send("result", who).await.unwrap();
+            let r = dispatcher_for(
+                bin.clone(),
+                dir.path().join("a.txt"),
+                server_script,
+                a.clone(),
+            )
+            .await;
+            a.lava_sync("done-all").await.unwrap();
+            r
+        },
+        dispatcher_for(
+            bin.clone(),
+            dir.path().join("b.txt"),
+            client_script,
+            b.clone()
+        )
+    );
+    assert_eq!(out_a, "100:who=server\n101:who=client\n");
+    assert_eq!(
+        out_b,
+        "100:ip=10.0.0.1\n100:port=5000\n100:who=server\n101:who=client\nfinished\n"
+    );
+    assert_eq!(
+        res_a,
+        [
+            "multinode-send-ipaddr pass",
+            "multinode-sync-ready pass",
+            "multinode-wait_all-result pass"
+        ]
+    );
+    assert_eq!(
+        res_b,
+        [
+            "multinode-wait-ipaddr pass",
+            "multinode-send-result pass",
+            "multinode-sync-ready pass",
+            "multinode-wait_all-result pass",
+            "multinode-sync-done-all pass"
+        ]
+    );
+    a.clear_group().await.unwrap();
+    b.clear_group().await.unwrap();
+    assert!(server.groups().is_empty());
+    server.shutdown().await;
+}

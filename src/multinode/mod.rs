@@ -15,6 +15,8 @@ pub mod client;
 pub mod config;
 pub mod dut;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod protocol;
 pub mod pyjson;
 pub mod server;

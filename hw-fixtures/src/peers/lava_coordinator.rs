@@ -35,6 +35,11 @@ fn data(name: &str) -> PathBuf {
 impl LavaCoordinator {
     /// Starts it on 127.0.0.1 with a free port and DEBUG logging; waits until it is ready.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_level("DEBUG")
+    }
+
+    /// Same, with `--loglevel level` (DEBUG, INFO, WARN, ERROR).
+    pub fn start_with_level(level: &str) -> anyhow::Result<Self> {
         require_program("lava-coordinator")?;
         let dir = tempfile::tempdir()?;
         let port = free_tcp_port();
@@ -52,7 +57,7 @@ impl LavaCoordinator {
             .arg(&conf)
             .arg("--logfile")
             .arg(&log)
-            .args(["--loglevel", "DEBUG", "--bind", "127.0.0.1"])
+            .args(["--loglevel", level, "--bind", "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -95,6 +100,11 @@ impl LavaCoordinator {
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("lava-coordinator.log")).unwrap_or_default()
+    }
+
+    /// Process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.guard.id()
     }
 
     /// Whether the process still runs (a malformed request can kill it).

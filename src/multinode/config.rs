@@ -345,6 +345,26 @@ mod tests {
     }
 
     #[test]
+    fn inventory_section_is_checked_with_lines() {
+        let text = "[worker]\nname = \"w\"\nstate_dir = \"/var/lib/labd\"\n\n[coordinator]\nhost = \"\"\nport = 0\npoll_delay = 0\nconf_file = \"relative.conf\"\n";
+        let err = crate::inventory::Inventory::parse(Path::new("inv.toml"), text).unwrap_err();
+        let lines: Vec<String> = err.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "inv.toml:6:8: coordinator.host: host must not be empty",
+                "inv.toml:7:8: coordinator.port: port must be 1-65535",
+                "inv.toml:8:14: coordinator.poll_delay: poll_delay must be > 0",
+                "inv.toml:9:13: coordinator.conf_file: \"relative.conf\" must be an absolute path",
+            ]
+        );
+        let ok = "[worker]\nname = \"w\"\nstate_dir = \"/x\"\n[coordinator]\nhost = \"c\"\n";
+        let inv = crate::inventory::Inventory::parse(Path::new("inv.toml"), ok).unwrap();
+        let s = ClientSettings::resolve(inv.coordinator.as_ref()).unwrap();
+        assert_eq!(s.addr(), "c:3079");
+    }
+
+    #[test]
     fn inventory_section_overrides_the_file() {
         let sec: CoordinatorConfig =
             toml::from_str("host = \"127.0.0.1\"\nport = 4000\npoll_delay = \"250ms\"").unwrap();

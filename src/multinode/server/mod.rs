@@ -116,7 +116,15 @@ pub struct Server {
 impl Server {
     /// Recovers the journal (if any), binds and starts serving.
     pub async fn start(cfg: ServerConfig) -> Result<Server, CoordinatorError> {
-        let (shared, recovered) = Shared::new(cfg.clone())?;
+        // Reading and rewriting the journal is blocking file work.
+        let c = cfg.clone();
+        let (shared, recovered) = tokio::task::spawn_blocking(move || Shared::new(c))
+            .await
+            .map_err(|e| CoordinatorError::Store {
+                path: cfg.state_dir.clone().unwrap_or_default(),
+                what: "journal recovery stopped".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         let addr = SocketAddr::new(cfg.bind, cfg.port);
         info!(target: LOG_TARGET, "[BTSP] binding to {}:{}", cfg.bind, cfg.port);
         let listener = TcpListener::bind(addr)

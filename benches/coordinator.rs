@@ -1,14 +1,18 @@
 //! `labd coordinator` against Debian's lava-coordinator 2023.01, same client load, same run.
 //!
-//! 1. Many groups: `GROUPS` groups of `NODES` nodes (env `BENCH_GROUPS`, `BENCH_NODES`; 64 x 4),
-//!    every node doing what a Multi-Node job does: group_data, lava_send, lava_wait_all,
-//!    lava_sync, clear_group, re-polling 2 ms after each `wait`. At most `IN_FLIGHT` requests
-//!    are outstanding at once (lava-coordinator's listen backlog is 1). Reports requests per
-//!    second and per-request latency percentiles (connect to reply), and the ratios.
-//! 2. A sync of 64 nodes with poll_delay 1 s and arrivals spread over ~1 s: how long after the
+//! 1. Throughput: `W` clients (1 and 16) each with its own one-node group, each sending
+//!    `lava_send` then `lava_wait` (answered at once) back to back: the same requests and the
+//!    same replies for every server. Requests per second and latency percentiles (connect to
+//!    reply).
+//! 2. Many groups: `BENCH_GROUPS` groups of `BENCH_NODES` nodes (64 x 4), every node doing what
+//!    a Multi-Node job does: group_data, lava_send, lava_wait_all, lava_sync, clear_group,
+//!    re-polling 2 ms after each `wait`, at most 16 requests in flight: time to finish all.
+//! 3. A sync of 64 nodes with poll_delay 1 s and arrivals spread over ~1 s: how long after the
 //!    last arrival every node has been released.
 //!
-//! Both servers log at INFO to a file; labd keeps its journal (fsync'd) as in production.
+//! All servers log at INFO to a file. labd runs with its journal, once in the default
+//! durability mode (`process`: written to the OS before the reply, fdatasync within 50 ms) and
+//! once with `--durability power` (fdatasync before the reply).
 //! Run: `cargo bench --bench coordinator`.
 
 use std::net::SocketAddr;
@@ -25,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 const IN_FLIGHT: usize = 16;
+/// Requests per throughput client.
+const ROUNDS: usize = 500;
 
 #[derive(Default)]
 struct Stats {
@@ -158,6 +164,58 @@ async fn node(
     .await;
 }
 
+/// One client: its own group of one, then `ROUNDS` x (lava_send, lava_wait).
+async fn sender(addr: SocketAddr, w: usize, stats: Shared) {
+    let env = envelope(addr.port(), &format!("tp-{}-{w}", addr.port()), w, "solo");
+    let gate = Semaphore::new(1);
+    let none = Arc::<Mutex<Stats>>::default();
+    let reg = encode_frame(&env.body(&Request::GroupData { group_size: 1 }));
+    poll(addr, &reg, Duration::from_millis(1), &gate, &none).await;
+    for r in 0..ROUNDS / 2 {
+        let id = format!("m{r}");
+        let msg: Dict = [(Key::from("round"), Value::Str(r.to_string()))]
+            .into_iter()
+            .collect();
+        let send = encode_frame(&env.body(&Request::Send {
+            message_id: id.clone(),
+            message: Value::Dict(msg),
+        }));
+        let wait = encode_frame(&env.body(&Request::Wait {
+            message_id: id,
+            node_id: env.client_name.clone(),
+        }));
+        poll(addr, &send, Duration::from_millis(1), &gate, &stats).await;
+        poll(addr, &wait, Duration::from_millis(1), &gate, &stats).await;
+    }
+}
+
+async fn throughput(addr: SocketAddr, clients: usize) -> Report {
+    let stats: Shared = Arc::default();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|w| tokio::spawn(sender(addr, w, stats.clone())))
+        .collect();
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    report(t.elapsed(), &stats)
+}
+
+fn report(wall: Duration, stats: &Shared) -> Report {
+    let mut s = std::mem::take(&mut *stats.lock().unwrap());
+    s.latencies.sort();
+    let pct = |p: f64| s.latencies[((s.latencies.len() as f64 - 1.0) * p) as usize];
+    Report {
+        requests: s.latencies.len(),
+        errors: s.errors,
+        wall,
+        p50: pct(0.50),
+        p90: pct(0.90),
+        p99: pct(0.99),
+        max: *s.latencies.last().expect("requests"),
+    }
+}
+
 struct Report {
     requests: usize,
     errors: u64,
@@ -194,19 +252,7 @@ async fn many_groups(addr: SocketAddr, groups: usize, nodes: usize) -> Report {
     for t in tasks {
         t.await.expect("node task");
     }
-    let wall = t.elapsed();
-    let mut s = std::mem::take(&mut *stats.lock().unwrap());
-    s.latencies.sort();
-    let pct = |p: f64| s.latencies[((s.latencies.len() as f64 - 1.0) * p) as usize];
-    Report {
-        requests: s.latencies.len(),
-        errors: s.errors,
-        wall,
-        p50: pct(0.50),
-        p90: pct(0.90),
-        p99: pct(0.99),
-        max: *s.latencies.last().expect("requests"),
-    }
+    report(t.elapsed(), &stats)
 }
 
 /// 64 nodes sync with poll_delay 1 s; returns (time from the last arrival until the earlier
@@ -301,7 +347,9 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn start_labd(dir: &std::path::Path) -> (ChildGuard, u16) {
+fn start_labd(dir: &std::path::Path, durability: &str) -> (ChildGuard, u16) {
+    let dir = &dir.join(durability);
+    std::fs::create_dir_all(dir).expect("dir");
     let port = free_tcp_port();
     let conf = dir.join("c.conf");
     std::fs::write(&conf, format!("{{\"port\": {port}}}")).expect("conf");
@@ -312,25 +360,57 @@ fn start_labd(dir: &std::path::Path) -> (ChildGuard, u16) {
         .arg(&conf)
         .arg("--logfile")
         .arg(&log)
-        .args(["--loglevel", "INFO", "--bind", "127.0.0.1", "--state-dir"])
+        .args([
+            "--loglevel",
+            &loglevel(),
+            "--bind",
+            "127.0.0.1",
+            "--durability",
+            durability,
+        ])
+        .arg("--state-dir")
         .arg(dir.join("state"))
         .stdout(Stdio::null())
         .spawn()
         .expect("labd coordinator");
     let guard = ChildGuard::new("labd coordinator", child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Ready to accept")
-    {
-        assert!(Instant::now() < deadline, "labd coordinator did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // labd takes a connect-and-close probe in its stride (lava-coordinator would block on it).
+    labd_hw_fixtures::wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(20),
+    )
+    .expect("labd coordinator did not start");
     (guard, port)
+}
+
+/// `BENCH_LOGLEVEL` (INFO): the level both servers log at.
+fn loglevel() -> String {
+    std::env::var("BENCH_LOGLEVEL").unwrap_or_else(|_| "INFO".into())
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn print_table(rows: &[(&str, &Report)]) {
+    println!(
+        "  {:<22} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "server", "requests", "wall s", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+    );
+    for (name, r) in rows {
+        println!(
+            "  {:<22} {:>8} {:>8.2} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>6}",
+            name,
+            r.requests,
+            r.wall.as_secs_f64(),
+            r.rps(),
+            ms(r.p50),
+            ms(r.p90),
+            ms(r.p99),
+            ms(r.max),
+            r.errors
+        );
+    }
 }
 
 fn main() {
@@ -344,55 +424,70 @@ fn main() {
         .unwrap_or(4);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (labd, labd_port) = start_labd(dir.path());
-    let lava =
-        LavaCoordinator::start_with_level("INFO").expect("lava-coordinator (run .ci/install-deps)");
-    let labd_addr = SocketAddr::from(([127, 0, 0, 1], labd_port));
+    let (labd, labd_port) = start_labd(dir.path(), "process");
+    let (labd_power, power_port) = start_labd(dir.path(), "power");
+    let lava = LavaCoordinator::start_with_level(&loglevel())
+        .expect("lava-coordinator (run .ci/install-deps)");
+    let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let servers = [
+        ("labd coordinator", local(labd_port)),
+        ("labd --durability power", local(power_port)),
+        ("lava-coordinator", lava.addr()),
+    ];
 
-    println!(
-        "coordinator benchmark: {groups} groups x {nodes} nodes, {IN_FLIGHT} requests in flight"
-    );
-    let l = rt.block_on(many_groups(labd_addr, groups, nodes));
-    let p = rt.block_on(many_groups(lava.addr(), groups, nodes));
-    println!(
-        "{:<18} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "server", "requests", "wall s", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
-    );
-    for (name, r) in [("labd coordinator", &l), ("lava-coordinator", &p)] {
+    for clients in [1, 16] {
         println!(
-            "{:<18} {:>9} {:>9.2} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7}",
-            name,
-            r.requests,
-            r.wall.as_secs_f64(),
-            r.rps(),
-            ms(r.p50),
-            ms(r.p90),
-            ms(r.p99),
-            ms(r.max),
-            r.errors
+            "1. throughput: {clients} client(s), {ROUNDS} requests each (lava_send + lava_wait)"
+        );
+        let reports: Vec<Report> = servers
+            .iter()
+            .map(|(_, a)| rt.block_on(throughput(*a, clients)))
+            .collect();
+        let rows: Vec<(&str, &Report)> = servers
+            .iter()
+            .map(|(n, _)| *n)
+            .zip(reports.iter())
+            .collect();
+        print_table(&rows);
+        println!(
+            "  ratio labd/lava: throughput {:.1}x, p99 latency {:.1}x lower (power mode: {:.1}x, {:.1}x)",
+            reports[0].rps() / reports[2].rps(),
+            ms(reports[2].p99) / ms(reports[0].p99),
+            reports[1].rps() / reports[2].rps(),
+            ms(reports[2].p99) / ms(reports[1].p99),
         );
     }
+
     println!(
-        "ratio labd/lava: throughput {:.1}x, p99 latency {:.1}x lower, wall time {:.1}x shorter",
-        l.rps() / p.rps(),
-        ms(p.p99) / ms(l.p99),
-        p.wall.as_secs_f64() / l.wall.as_secs_f64()
+        "2. many groups: {groups} groups x {nodes} nodes, full job life cycle, {IN_FLIGHT} requests in flight"
+    );
+    let reports: Vec<Report> = servers
+        .iter()
+        .map(|(_, a)| rt.block_on(many_groups(*a, groups, nodes)))
+        .collect();
+    let rows: Vec<(&str, &Report)> = servers
+        .iter()
+        .map(|(n, _)| *n)
+        .zip(reports.iter())
+        .collect();
+    print_table(&rows);
+    println!(
+        "  ratio labd/lava: all groups done {:.1}x sooner (power mode: {:.1}x)",
+        reports[2].wall.as_secs_f64() / reports[0].wall.as_secs_f64(),
+        reports[2].wall.as_secs_f64() / reports[1].wall.as_secs_f64(),
     );
     let (lr, lh) = rss_kib(labd.id());
     let (pr, ph) = rss_kib(lava.pid());
-    println!("memory: labd RSS {lr} KiB (peak {lh}), lava-coordinator RSS {pr} KiB (peak {ph})");
+    println!("  memory: labd RSS {lr} KiB (peak {lh}), lava-coordinator RSS {pr} KiB (peak {ph})");
 
-    println!("sync of 64 nodes, poll_delay 1 s, arrivals 15 ms apart:");
-    for (name, addr) in [
-        ("labd coordinator", labd_addr),
-        ("lava-coordinator", lava.addr()),
-    ] {
+    println!("3. sync of 64 nodes, poll_delay 1 s, arrivals 15 ms apart:");
+    for (name, addr) in servers {
         let (others, own) = rt.block_on(sync_64(addr));
         println!(
-            "{name:<18} the 63 earlier nodes released {:.1} ms after the last arrival; the last node {:.1} ms after (its first call always waits one poll)",
+            "  {name:<22} 63 earlier nodes released {:.1} ms after the last arrival; the last node {:.1} ms after (its first call always waits one poll)",
             ms(others),
             ms(own)
         );
     }
-    drop(labd);
+    drop((labd, labd_power));
 }

@@ -411,3 +411,70 @@ async fn two_duts_talk_through_labd_and_a_real_coordinator() {
     assert!(server.groups().is_empty());
     server.shutdown().await;
 }
+
+/// On a real terminal (a pty, echo on, as a board's serial console): the dispatcher's reply
+/// is echoed back into the console stream and must not be taken for a request, and the
+/// helper reads it in canonical mode.
+#[test]
+fn helpers_work_on_a_terminal_with_echo() {
+    use std::os::fd::OwnedFd;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = install_labd(dir.path());
+    let cache = dir.path().join("cache.txt");
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave: OwnedFd = pty.slave;
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("lava-wait ipaddr; echo; cat \"$LAVA_MULTI_NODE_CACHE\"; echo END")
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("LAVA_MULTI_NODE_CACHE", &cache)
+        .env("LAVA_MULTI_NODE_DEBUG", "")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let mut answered = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains("END") {
+        assert!(std::time::Instant::now() < deadline, "no END in {seen:?}");
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&master),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap() == 0 {
+            continue;
+        }
+        let n = std::io::Read::read(&mut master, &mut buf).expect(&seen);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let mut rest = seen.as_str();
+        let mut found = 0;
+        while let Some(m) = find_request(rest) {
+            found += 1;
+            rest = &rest[m.end..];
+        }
+        if found > answered {
+            answered = found;
+            let reply = "<LAVA_WAIT_COMPLETE 100:ipaddr=10.0.0.1>";
+            master
+                .write_all(console::console_bytes(reply, "\n").as_bytes())
+                .unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        answered, 1,
+        "the echoed reply was taken for a request: {seen:?}"
+    );
+    assert!(
+        seen.contains("<LAVA_MULTI_NODE> <LAVA_WAIT ipaddr>\r\n"),
+        "{seen:?}"
+    );
+    assert!(seen.contains("100:ipaddr=10.0.0.1\r\nEND"), "{seen:?}");
+}

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::multinode::config::{LAVA_CONF, LavaConf};
 use crate::multinode::error::CoordinatorError;
 use crate::multinode::server::log::{LavaFormat, LogLevel, LogSink};
-use crate::multinode::server::{LOG_TARGET, Server, ServerConfig};
+use crate::multinode::server::{Durability, LOG_TARGET, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,6 +53,11 @@ pub struct Args {
     /// Connections served at once.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// When a change is durable enough to answer: `process` (written to the OS: survives a
+    /// crash or kill of the coordinator; synced to disk within 50 ms) or `power` (synced to
+    /// disk before the reply).
+    #[arg(long, value_enum, default_value = "process")]
+    pub durability: Durability,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         read_timeout: args.read_timeout,
         max_message: args.max_message,
         max_connections: args.max_connections,
+        durability: args.durability,
         ..ServerConfig::default()
     };
     // lava-coordinator retries a failed bind forever, doubling the delay from 1 s.

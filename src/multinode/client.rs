@@ -199,6 +199,22 @@ impl CoordinatorClient {
 
     /// One request, polled until a reply other than `wait` (which may be `nack`).
     pub async fn poll(&self, req: &Request, timeout: Duration) -> Result<Reply, CoordinatorError> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "coordinator",
+            job = %self.envelope.client_name,
+            group = %self.envelope.group_name,
+            request = req.name(),
+            message_id = req.message_id().unwrap_or(""),
+        );
+        self.poll_inner(req, timeout).instrument(span).await
+    }
+
+    async fn poll_inner(
+        &self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, CoordinatorError> {
         let body = self.envelope.body(req);
         if body.len() > CLIENT_MAX_BODY {
             return Err(CoordinatorError::TooLong {

@@ -3,8 +3,8 @@
 //! The packaged daemon binds 0.0.0.0 whatever its config says, so it is started through
 //! `lava/lava_coordinator_launcher.py`, which patches its `socket` to bind 127.0.0.1 and then
 //! runs it as `/usr/bin/lava-coordinator` does (real-peers.md section 3). Readiness is its own
-//! "Ready to accept new connections" log line: a probe connection would block it (it is
-//! single-threaded) and log a warning.
+//! "Ready to accept new connections" log line, or (at WARN/ERROR levels) its listening socket
+//! in /proc/net/tcp: a probe connection would block it (it is single-threaded).
 //!
 //! [`run_model`] feeds requests to the real `LavaCoordinator` class in-process through
 //! `lava/coordinator_model.py`, for differential tests that go beyond what the single-threaded
@@ -70,7 +70,7 @@ impl LavaCoordinator {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if me.log().contains("Ready to accept new connections") {
+            if me.log().contains("Ready to accept new connections") || listening(port) {
                 return Ok(me);
             }
             if !me.guard.is_running() {
@@ -111,6 +111,19 @@ impl LavaCoordinator {
     pub fn is_running(&mut self) -> bool {
         self.guard.is_running()
     }
+}
+
+/// Whether something listens on 127.0.0.1:`port`, read from /proc/net/tcp: a probe
+/// connection would block the single-threaded daemon (and log a warning).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
 }
 
 /// What the real `LavaCoordinator` class did with one request.

@@ -26,7 +26,6 @@ enum ReadError {
 
 pub(super) async fn serve(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let cfg = &shared.cfg;
-    let _ = stream.set_nodelay(true);
     let read = tokio::time::timeout(cfg.read_timeout, read_frame(&mut stream, cfg.max_message));
     let (request, raw) = match read.await {
         Err(_) => {
@@ -54,18 +53,7 @@ pub(super) async fn serve(shared: &Shared, mut stream: TcpStream, peer: SocketAd
             .unwrap_or("none"),
         _ => "none",
     };
-    let name = match name {
-        "group_data" | "clear_group" | "lava_send" | "lava_wait" | "lava_wait_all"
-        | "lava_sync" | "aggregate" | "complete" => name,
-        _ => "other",
-    };
-    crate::metrics::global()
-        .counter(
-            "labd_coordinator_requests_total",
-            "Coordinator requests by request name.",
-            &[("request", name)],
-        )
-        .inc();
+    shared.metrics.request(name).inc();
     if outcome.crash.is_some() {
         refused("would_crash_lava");
     }
@@ -117,6 +105,7 @@ async fn handle_bad_frame(
     }
 }
 
+/// Refusals are rare: the registry lookup is fine here.
 fn refused(reason: &'static str) {
     crate::metrics::global()
         .counter(
@@ -128,45 +117,41 @@ fn refused(reason: &'static str) {
 }
 
 /// Reads the header (8 bytes, or fewer if the peer half-closes) and exactly the body it
-/// announces.
+/// announces (usually all in one `read`).
 async fn read_frame(
     stream: &mut TcpStream,
     max_message: usize,
 ) -> Result<(Value, Vec<u8>), ReadError> {
-    let mut head = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match stream.read(&mut head[got..]).await.map_err(ReadError::Io)? {
-            0 => break,
-            n => got += n,
-        }
+    let mut buf = Vec::with_capacity(1024);
+    let mut eof = false;
+    while buf.len() < HEADER_LEN && !eof {
+        eof = stream.read_buf(&mut buf).await.map_err(ReadError::Io)? == 0;
     }
+    let head_len = buf.len().min(HEADER_LEN);
     let announced =
-        protocol::parse_header(&head[..got]).map_err(|e| ReadError::Frame(e, vec![]))?;
+        protocol::parse_header(&buf[..head_len]).map_err(|e| ReadError::Frame(e, vec![]))?;
     let want = usize::try_from(announced.max(0)).unwrap_or(usize::MAX);
     if want > max_message {
         return Err(ReadError::Frame(FrameError::TooLarge(want), vec![]));
     }
-    let mut body = vec![0u8; want];
-    let mut filled = 0;
-    while filled < want {
-        match stream
-            .read(&mut body[filled..])
-            .await
-            .map_err(ReadError::Io)?
-        {
-            0 => {
-                return Err(ReadError::Frame(
-                    FrameError::ShortBody {
-                        announced: want,
-                        got: filled,
-                    },
-                    vec![],
-                ));
-            }
-            n => filled += n,
-        }
+    let total = HEADER_LEN + want;
+    buf.reserve(total.saturating_sub(buf.len()));
+    while buf.len() < total && !eof {
+        eof = stream.read_buf(&mut buf).await.map_err(ReadError::Io)? == 0;
     }
+    if buf.len() < total {
+        let got = buf.len().saturating_sub(HEADER_LEN);
+        return Err(ReadError::Frame(
+            FrameError::ShortBody {
+                announced: want,
+                got,
+            },
+            vec![],
+        ));
+    }
+    // A lying header that announces less than was sent: only the announced bytes count.
+    buf.truncate(total);
+    let body = buf.split_off(HEADER_LEN);
     match pyjson::parse_bytes(&body) {
         Ok(v) => Ok((v, body)),
         Err(e) => Err(ReadError::Frame(FrameError::Json(e), body)),

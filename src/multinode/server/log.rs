@@ -52,9 +52,16 @@ fn level_name(l: &Level) -> &'static str {
 
 /// Formats one line the way lava-coordinator's logging does.
 pub fn format_line(now: chrono::DateTime<chrono::Utc>, level: &Level, message: &str) -> String {
+    use chrono::{Datelike, Timelike};
     format!(
-        "{:<15} {:>7} {}\n",
-        now.format("%Y-%m-%d %H:%M:%S,%3f"),
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03} {:>7} {}\n",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.timestamp_subsec_millis().min(999),
         level_name(level),
         message
     )

@@ -15,6 +15,7 @@
 
 mod conn;
 mod handlers;
+mod journal;
 pub mod log;
 pub mod state;
 pub mod store;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::error::CoordinatorError;
 use super::pyjson::{Key, Value};
@@ -60,6 +61,20 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// New groups beyond this many are refused with `nack`.
     pub max_groups: Option<usize>,
+    /// When a change is durable enough to answer.
+    pub durability: Durability,
+}
+
+/// When the reply to a request that changed a group may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// Once the journal record is written to the OS: it survives the coordinator crashing or
+    /// being killed. The journal is fdatasync'd within 50 ms, so a power loss or kernel crash
+    /// can cost at most the changes of those last 50 ms.
+    #[default]
+    Process,
+    /// Once the record is fdatasync'd (one sync shared by the requests that arrive together).
+    Power,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +89,7 @@ impl Default for ServerConfig {
             max_message: 1 << 20,
             max_connections: 1024,
             max_groups: Some(100_000),
+            durability: Durability::Process,
         }
     }
 }
@@ -93,16 +109,58 @@ struct Live {
     journal_bytes: u64,
 }
 
-enum JournalCmd {
-    Append(Arc<[u8]>, Option<oneshot::Sender<()>>),
-    Rewrite(Vec<Arc<[u8]>>),
-}
+use journal::JournalCmd;
 
 /// Shared by every connection task.
 pub(crate) struct Shared {
     live: Mutex<Live>,
     journal: Option<std::sync::mpsc::Sender<JournalCmd>>,
     cfg: ServerConfig,
+    metrics: Metrics,
+}
+
+/// Metric handles kept for the hot path (one atomic add per request).
+pub(crate) struct Metrics {
+    requests: Vec<(&'static str, crate::metrics::Counter)>,
+    groups: crate::metrics::Gauge,
+}
+
+impl Metrics {
+    const NAMES: [&'static str; 9] = [
+        "group_data",
+        "clear_group",
+        "lava_send",
+        "lava_wait",
+        "lava_wait_all",
+        "lava_sync",
+        "aggregate",
+        "complete",
+        "other",
+    ];
+
+    fn new() -> Self {
+        let reg = crate::metrics::global();
+        Metrics {
+            requests: Self::NAMES
+                .iter()
+                .map(|n| {
+                    let c = reg.counter(
+                        "labd_coordinator_requests_total",
+                        "Coordinator requests by request name.",
+                        &[("request", n)],
+                    );
+                    (*n, c)
+                })
+                .collect(),
+            groups: reg.gauge("labd_coordinator_groups", "Live Multi-Node groups.", &[]),
+        }
+    }
+
+    /// The counter of a request name (`other` for anything unknown).
+    pub(crate) fn request(&self, name: &str) -> &crate::metrics::Counter {
+        let i = Self::NAMES.iter().position(|n| *n == name).unwrap_or(8);
+        &self.requests[i].1
+    }
 }
 
 /// A running coordinator.
@@ -201,7 +259,7 @@ impl Shared {
                         source,
                     })?;
                 live.journal_bytes = journal.size();
-                Some(spawn_journal_thread(journal))
+                Some(journal::spawn(journal, cfg.durability))
             }
         };
         let groups = live.coord.group_count();
@@ -210,6 +268,7 @@ impl Shared {
                 live: Mutex::new(live),
                 journal,
                 cfg,
+                metrics: Metrics::new(),
             }),
             groups,
         ))
@@ -241,10 +300,7 @@ impl Shared {
                     }
                 }
             }
-            let groups = live.coord.group_count();
-            crate::metrics::global()
-                .gauge("labd_coordinator_groups", "Live Multi-Node groups.", &[])
-                .set(groups as i64);
+            self.metrics.groups.set(live.coord.group_count() as i64);
             (outcome, durable)
         };
         if let Some(rx) = durable {
@@ -276,50 +332,6 @@ impl Live {
             .values()
             .flat_map(|r| r.bodies.iter().cloned())
             .collect()
-    }
-}
-
-/// The journal thread: appends, one fdatasync per batch of queued requests, then answers.
-fn spawn_journal_thread(mut journal: store::Journal) -> std::sync::mpsc::Sender<JournalCmd> {
-    let (tx, rx) = std::sync::mpsc::channel::<JournalCmd>();
-    let spawned = std::thread::Builder::new()
-        .name("coordinator-journal".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut waiting = Vec::new();
-                let mut next = Some(first);
-                while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
-                    match cmd {
-                        JournalCmd::Append(body, done) => {
-                            if let Err(e) = journal.append(&body) {
-                                error!(target: LOG_TARGET,
-                                    "Journal append failed ({e}); this change will not survive a restart");
-                            }
-                            waiting.extend(done);
-                        }
-                        JournalCmd::Rewrite(bodies) => {
-                            flush(&mut journal, &mut waiting);
-                            if let Err(e) = journal.rewrite(bodies.iter().map(|b| &b[..])) {
-                                error!(target: LOG_TARGET, "Journal compaction failed: {e}");
-                            }
-                        }
-                    }
-                }
-                flush(&mut journal, &mut waiting);
-            }
-        });
-    if let Err(e) = spawned {
-        error!(target: LOG_TARGET, "cannot start the journal thread: {e}");
-    }
-    tx
-}
-
-fn flush(journal: &mut store::Journal, waiting: &mut Vec<oneshot::Sender<()>>) {
-    if let Err(e) = journal.sync() {
-        error!(target: LOG_TARGET, "Journal sync failed ({e}); recent changes may not survive a restart");
-    }
-    for w in waiting.drain(..) {
-        let _ = w.send(());
     }
 }
 

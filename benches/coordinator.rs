@@ -29,8 +29,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 const IN_FLIGHT: usize = 16;
-/// Requests per throughput client.
-const ROUNDS: usize = 500;
+/// Requests per throughput client (`BENCH_ROUNDS`).
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
 
 #[derive(Default)]
 struct Stats {
@@ -171,7 +176,7 @@ async fn sender(addr: SocketAddr, w: usize, stats: Shared) {
     let none = Arc::<Mutex<Stats>>::default();
     let reg = encode_frame(&env.body(&Request::GroupData { group_size: 1 }));
     poll(addr, &reg, Duration::from_millis(1), &gate, &none).await;
-    for r in 0..ROUNDS / 2 {
+    for r in 0..rounds() / 2 {
         let id = format!("m{r}");
         let msg: Dict = [(Key::from("round"), Value::Str(r.to_string()))]
             .into_iter()
@@ -334,6 +339,27 @@ async fn sync_64(addr: SocketAddr) -> (Duration, Duration) {
     (others, own)
 }
 
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = if std::env::var("BENCH_CPU").as_deref() == Ok("user") {
+        field(11)
+    } else if std::env::var("BENCH_CPU").as_deref() == Ok("sys") {
+        field(12)
+    } else {
+        field(11) + field(12)
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -368,6 +394,11 @@ fn start_labd(dir: &std::path::Path, durability: &str) -> (ChildGuard, u16) {
             "--durability",
             durability,
         ])
+        .args(
+            std::env::var("BENCH_LABD_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .arg("--state-dir")
         .arg(dir.join("state"))
         .stdout(Stdio::null())
@@ -434,14 +465,23 @@ fn main() {
         ("labd --durability power", local(power_port)),
         ("lava-coordinator", lava.addr()),
     ];
+    let pids = [labd.id(), labd_power.id(), lava.pid()];
 
     for clients in [1, 16] {
         println!(
-            "1. throughput: {clients} client(s), {ROUNDS} requests each (lava_send + lava_wait)"
+            "1. throughput: {clients} client(s), {} requests each (lava_send + lava_wait)",
+            rounds()
         );
+        let mut cpu = Vec::new();
         let reports: Vec<Report> = servers
             .iter()
-            .map(|(_, a)| rt.block_on(throughput(*a, clients)))
+            .zip(pids)
+            .map(|((_, a), pid)| {
+                let before = cpu_time(pid);
+                let r = rt.block_on(throughput(*a, clients));
+                cpu.push((cpu_time(pid) - before).as_secs_f64() * 1e6 / r.requests as f64);
+                r
+            })
             .collect();
         let rows: Vec<(&str, &Report)> = servers
             .iter()
@@ -449,6 +489,13 @@ fn main() {
             .zip(reports.iter())
             .collect();
         print_table(&rows);
+        println!(
+            "  server CPU per request: labd {:.0} us, labd power {:.0} us, lava-coordinator {:.0} us ({:.1}x less)",
+            cpu[0],
+            cpu[1],
+            cpu[2],
+            cpu[2] / cpu[0]
+        );
         println!(
             "  ratio labd/lava: throughput {:.1}x, p99 latency {:.1}x lower (power mode: {:.1}x, {:.1}x)",
             reports[0].rps() / reports[2].rps(),

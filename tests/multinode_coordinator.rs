@@ -74,11 +74,8 @@ async fn silent_and_slow_clients_block_nobody() {
         assert!(buf.is_empty());
         assert!(t.elapsed() < Duration::from_secs(5));
     }
-    assert!(
-        coord
-            .log()
-            .contains("Timed out after 2s waiting for a request from 127.0.0.1")
-    );
+    let line = "Timed out after 2s waiting for a request from 127.0.0.1";
+    assert!(coord.log_with(&[line]).contains(line));
 }
 
 /// The same silent client stops the single-threaded lava-coordinator entirely.
@@ -138,13 +135,14 @@ fn malformed_frames_get_nack_or_a_closed_connection() {
     assert_eq!(exchange_str(a, &frame("{}")), NACK);
     assert_eq!(exchange_str(a, &frame("[1, 2]")), NACK);
     assert_eq!(exchange_str(a, &frame("null")), NACK);
-    let log = coord.log();
-    for line in [
+    let lines = [
         "WARNING Invalid message: zzzzzzzz from 127.0.0.1",
         "WARNING JSON error for '{\"request\": '",
         "WARNING Invalid message: header announced 256 bytes, got 2 from 127.0.0.1",
         "exceeds the limit of 65536; nack",
-    ] {
+    ];
+    let log = coord.log_with(&lines);
+    for line in lines {
         assert!(log.contains(line), "missing {line:?} in\n{log}");
     }
 }
@@ -188,11 +186,8 @@ async fn missing_fields_kill_lava_coordinator_but_not_labd() {
     let m = after.lava_wait("before").await.unwrap();
     assert_eq!(labd::multinode::pyjson::dumps(&m), r#"{"1": {}}"#);
     healthy_group(coord.port, "after").await;
-    assert!(
-        coord
-            .log()
-            .contains("lava-coordinator would stop here (KeyError: 'group_name')")
-    );
+    let line = "lava-coordinator would stop here (KeyError: 'group_name')";
+    assert!(coord.log_with(&[line]).contains(line));
 }
 
 /// Groups survive SIGKILL: the journal is replayed at start-up.
@@ -218,7 +213,8 @@ async fn groups_survive_a_crash_and_restart() {
     );
 
     coord.crash_and_restart();
-    assert!(coord.log().contains("Recovered 1 groups from the journal"));
+    let line = "Recovered 1 groups from the journal";
+    assert!(coord.log_with(&[line]).contains(line));
 
     let m = b.lava_wait("ipaddr").await.unwrap();
     assert_eq!(

@@ -305,7 +305,8 @@ async fn lava_dispatcher_python_client_against_labd_coordinator() {
         py_lava[0]["steps"][4]["result"],
         serde_json::json!(["multinode-wait_all-ready", "pass"])
     );
-    assert!(labd.log().contains("Clearing group data for py-interop"));
+    let line = "Clearing group data for py-interop";
+    assert!(labd.log_with(&[line]).contains(line));
 }
 
 /// Requests (bodies) that lava-coordinator survives, well-formed or not, in an order that

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::multinode::config::{LAVA_CONF, LavaConf};
 use crate::multinode::error::CoordinatorError;
-use crate::multinode::server::log::{LavaFormat, LogLevel, LogSink};
+use crate::multinode::server::log::{LavaLayer, LogLevel, LogSink};
 use crate::multinode::server::{Durability, LOG_TARGET, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -34,14 +34,15 @@ pub struct Args {
     /// Address to listen on (lava-coordinator always uses 0.0.0.0).
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// Directory of the journal that keeps groups across restarts.
+    /// Directory of the journal that keeps groups across restarts (systemd's
+    /// `StateDirectory=` sets `$STATE_DIRECTORY`, which is used when the option is absent).
     #[arg(
         long,
-        default_value = "/var/lib/labd/coordinator",
-        conflicts_with = "no_state"
+        env = "STATE_DIRECTORY",
+        default_value = "/var/lib/labd/coordinator"
     )]
     pub state_dir: PathBuf,
-    /// Keep groups in memory only, as lava-coordinator does.
+    /// Keep groups in memory only, as lava-coordinator does (overrides --state-dir).
     #[arg(long)]
     pub no_state: bool,
     /// Time a client has to send its whole request.
@@ -58,17 +59,26 @@ pub struct Args {
     /// disk before the reply).
     #[arg(long, value_enum, default_value = "process")]
     pub durability: Durability,
+    /// Threads serving connections. One event loop is the fastest for this workload (every
+    /// request is a short critical section on one state); more only add wake-ups.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sink = LogSink::open(&args.logfile)
         .with_context(|| format!("cannot open the log file {}", args.logfile))?;
-    tracing_subscriber::fmt()
-        .event_format(LavaFormat)
-        .with_writer(sink)
-        .with_max_level(args.loglevel.level())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::from_level(
+                args.loglevel.level(),
+            ))
+            .with(LavaLayer::new(sink.clone()))
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    }
     info!(target: LOG_TARGET, "[INIT] LAVA coordinator has started.");
     info!(target: LOG_TARGET, "[INIT] Version labd {}", env!("CARGO_PKG_VERSION"));
     info!(target: LOG_TARGET, "[INIT] Loading configuration from {}", args.config.display());
@@ -84,6 +94,40 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         durability: args.durability,
         ..ServerConfig::default()
     };
+    // The server gets its own runtime with the requested number of threads; this task only
+    // waits for it.
+    let threads = args.threads.max(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("coordinator".into())
+        .spawn(move || {
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+            };
+            let result = match rt {
+                Ok(rt) => rt.block_on(serve(cfg)),
+                Err(e) => Err(anyhow::anyhow!("cannot start the coordinator runtime: {e}")),
+            };
+            let _ = done_tx.send(result);
+        })
+        .context("cannot start the coordinator thread")?;
+    let result = done_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("the coordinator thread stopped unexpectedly"));
+    sink.flush();
+    result??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds (retrying like lava-coordinator), serves until SIGTERM/SIGINT.
+async fn serve(cfg: ServerConfig) -> anyhow::Result<()> {
     // lava-coordinator retries a failed bind forever, doubling the delay from 1 s.
     let mut delay = Duration::from_secs(1);
     let server = loop {
@@ -99,9 +143,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     wait_for_signal().await?;
-    info!(target: LOG_TARGET, "Stopping: groups are kept in the journal");
+    if cfg.state_dir.is_some() {
+        info!(target: LOG_TARGET, "Stopping: groups are kept in the journal");
+    } else {
+        info!(target: LOG_TARGET, "Stopping: groups are lost (--no-state)");
+    }
     server.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -86,6 +86,19 @@ impl LabdCoordinator {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The log once it holds every needle (the coordinator writes its log out every 20 ms),
+    /// or as it is after 3 s.
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }

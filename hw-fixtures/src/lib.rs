@@ -7,7 +7,12 @@
 //!   snmpsim, a proxy, qemu, lava-server) bound to loopback, synchronised on readiness.
 //! - `udev/` (data): recorded `udevadm info --query=property` dumps of real adapters.
 
+pub mod lava_master;
 pub mod peers;
+pub mod qemu_dut;
+pub mod simboard;
+pub mod simpdu;
+pub mod simudev;
 pub mod util;
 
 pub use util::{

@@ -14,6 +14,7 @@ mod demo;
 mod devices;
 mod fetch;
 mod log;
+mod master_ping;
 mod power;
 mod run_job;
 mod ser2net_config;
@@ -81,6 +82,8 @@ pub enum Command {
     RunJob(run_job::Args),
     /// Run a LAVA-compatible Multi-Node coordinator (drop-in for lava-coordinator).
     Coordinator(coordinator::Args),
+    /// Ping the LAVA master once with the [master] settings and show its answer.
+    MasterPing(master_ping::Args),
 }
 
 /// Sets up `tracing` for a command-line run: human-readable, to stderr.
@@ -118,5 +121,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(a) => fetch::run(a).await,
         Command::RunJob(a) => run_job::run(a).await,
         Command::Coordinator(a) => coordinator::run(a).await,
+        Command::MasterPing(a) => master_ping::run(a).await,
     }
 }

@@ -62,6 +62,8 @@ pub struct DeviceConfig {
     pub console: Option<ConsoleConfig>,
     /// How udev recognises the board's USB-serial adapter.
     pub usb: Option<crate::udev::config::UsbMatch>,
+    /// Export of the board's UART through ser2net (`labd ser2net-config`).
+    pub ser2net: Option<crate::ser2net::config::Ser2netExport>,
     /// How the board is powered.
     pub power: Option<crate::power::config::DevicePower>,
     /// Boot settings for jobs run with `labd run-job` (bootloader, prompts, qemu).
@@ -182,6 +184,7 @@ impl Inventory {
         }
         crate::console::config::validate(self, diags);
         crate::udev::config::validate(self, diags);
+        crate::ser2net::config::validate(self, diags);
         crate::power::config::validate(self, diags);
         crate::images::config::validate(self, diags);
         crate::jobs::config::validate(self, diags);

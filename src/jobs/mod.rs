@@ -1,3 +1,26 @@
-//! jobs (being built; see ARCHITECTURE.md for what it will own).
+//! LAVA job formats: the parts of running a LAVA V2 job that do not touch hardware.
+//!
+//! - [`model`]: job definitions as a server sends them, parsed and validated;
+//! - [`device`]: the device configuration a server renders from a device dictionary;
+//! - [`config`]: the `[device.boot]` inventory section (the same facts for `labd run-job`);
+//! - [`log`]: LAVA's log line format (writer, parser, target-line logger);
+//! - [`shell`]: the DUT-side test-shell helpers, generated `run.sh`, and console delivery;
+//! - [`signals`]: test-shell signals, interactive tests and monitors → results;
+//! - [`patterns`]: boot failure patterns (bootloaders, kernel, login);
+//! - [`expect`]: pexpect-compatible waiting on console streams;
+//! - [`error`]: LAVA's error types.
+//!
+//! The runner (later) composes these with the console, power and images modules.
 
 pub mod config;
+pub mod device;
+pub mod error;
+pub mod expect;
+pub mod log;
+pub mod model;
+pub mod patterns;
+pub mod shell;
+pub mod signals;
+
+pub use error::{JobsError, LavaError, LavaErrorType};
+pub use model::{DefinitionError, JobDefinition};

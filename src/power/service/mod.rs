@@ -1,0 +1,524 @@
+//! `PowerService`: created once per daemon from the inventory; the daemon's control socket, the
+//! job runner and the pdudaemon-compatible listener all call it, so every request for a PDU goes
+//! through that PDU's one queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::Instrument;
+
+use labd_hw_fixtures::simpdu::SimPdu;
+
+use crate::ids::{DeviceName, PduName};
+use crate::inventory::Inventory;
+
+use super::driver::{OutletState, OutletTarget, PowerDriver};
+use super::drivers;
+use super::error::{PowerError, TargetName};
+use super::exec::{Phase, Sink, Unit, UnitSpec};
+
+mod status;
+
+use super::settings::{self, DeviceTarget, PduPolicy, ResolvedPdu};
+pub use status::{DevicePowerStatus, OutletStatus, PduStatus, PowerStatus};
+
+/// What to do with an outlet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerOp {
+    On,
+    Off,
+    /// Off, pause, on (or the PDU's own reboot when `native_reboot` is set).
+    Reboot,
+    /// Read the outlet (through the queue) when the driver can; else the last known state.
+    Status,
+}
+
+impl PowerOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Reboot => "reboot",
+            Self::Status => "status",
+        }
+    }
+}
+
+impl std::str::FromStr for PowerOp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            "reboot" => Ok(Self::Reboot),
+            "status" => Ok(Self::Status),
+            _ => Err(format!(
+                "unknown power operation {s:?} (on, off, reboot, status)"
+            )),
+        }
+    }
+}
+
+/// A request with its options.
+#[derive(Debug, Clone)]
+pub struct PowerRequest {
+    pub op: PowerOp,
+    /// Reboot: the off time (default: the device's `reboot_delay`, else `[power] reboot_delay`).
+    /// On/off: a pause before acting (pdudaemon's deprecated `delay`).
+    pub delay: Option<Duration>,
+    /// Receives progress and driver output lines as they happen, for a job log.
+    pub events: Option<UnboundedSender<String>>,
+}
+
+impl PowerRequest {
+    pub fn new(op: PowerOp) -> Self {
+        Self {
+            op,
+            delay: None,
+            events: None,
+        }
+    }
+
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+
+    pub fn events(mut self, tx: UnboundedSender<String>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+}
+
+/// What a successful request did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerOutcome {
+    pub target: TargetName,
+    pub op: PowerOp,
+    /// The outlet's state afterwards (`None`: unknown, e.g. status of an unreadable PDU never
+    /// switched by labd).
+    pub state: Option<OutletState>,
+    /// The state was read back from the PDU.
+    pub verified: bool,
+    /// Driver attempts made (all phases).
+    pub attempts: u32,
+    pub elapsed: Duration,
+    /// Progress and driver output, the same lines sent to `PowerRequest::events`.
+    pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceEntry {
+    unit: Arc<Unit>,
+    /// Outlet key (numbers by value: "08" is "8").
+    outlet: String,
+    /// The outlet as configured, which the driver gets ("08" stays "08" for pdudaemon).
+    outlet_text: String,
+    reboot_delay: Option<Duration>,
+}
+
+struct Inner {
+    units: BTreeMap<String, Arc<Unit>>,
+    devices: BTreeMap<DeviceName, DeviceEntry>,
+    /// pdudaemon `hostname=` values (PDU names and `pdudaemon_hostnames`) to PDU names.
+    hostnames: HashMap<String, PduName>,
+    reboot_delay: Duration,
+}
+
+/// The power layer of one daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct PowerService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PowerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerService")
+            .field("units", &self.inner.units.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds a [`PowerService`]; lets the caller supply in-process simulators or other drivers.
+pub struct PowerServiceBuilder<'a> {
+    inv: &'a Inventory,
+    drivers: HashMap<PduName, Arc<dyn PowerDriver>>,
+    registry: &'static crate::metrics::Registry,
+}
+
+impl<'a> PowerServiceBuilder<'a> {
+    /// Drives `[[pdu]] name = ...` (driver `sim`, no `url`) through this in-process simulator.
+    pub fn attach_sim(mut self, pdu: &PduName, sim: SimPdu) -> Self {
+        self.drivers
+            .insert(pdu.clone(), Arc::new(drivers::sim::SimDriver::new(sim)));
+        self
+    }
+
+    /// Replaces a PDU's driver (tests, embedding).
+    pub fn driver(mut self, pdu: &PduName, driver: Arc<dyn PowerDriver>) -> Self {
+        self.drivers.insert(pdu.clone(), driver);
+        self
+    }
+
+    /// Metrics registry (default: the process-wide one).
+    pub fn registry(mut self, registry: &'static crate::metrics::Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    pub fn build(mut self) -> Result<PowerService, PowerError> {
+        let inv = self.inv;
+        let ps = inv.power.clone().unwrap_or_default();
+        let mut units = BTreeMap::new();
+        let mut hostnames = HashMap::new();
+        for p in &inv.pdus {
+            let r: ResolvedPdu =
+                settings::resolve_pdu(p).map_err(|problems| PowerError::Driver {
+                    pdu: p.name().clone(),
+                    source: Box::new(super::driver::DriverError::new(
+                        super::driver::DriverErrorKind::Refused,
+                        problems
+                            .iter()
+                            .map(|x| format!("{}: {}", x.key, x.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )),
+                })?;
+            let driver = match self.drivers.remove(&r.name) {
+                Some(d) => d,
+                None => drivers::build(&r.driver).map_err(|source| PowerError::Driver {
+                    pdu: r.name.clone(),
+                    source: Box::new(source),
+                })?,
+            };
+            let numeric = settings::numeric_outlets(p.driver.get_ref());
+            for h in std::iter::once(r.name.as_str().to_string())
+                .chain(r.pdudaemon_hostnames.iter().cloned())
+            {
+                hostnames.insert(h, r.name.clone());
+            }
+            let unit = Unit::new(
+                UnitSpec {
+                    label: r.name.as_str().to_string(),
+                    target_pdu: Some(r.name.clone()),
+                    driver,
+                    policy: r.policy.clone(),
+                    outlet_count: r.outlets,
+                    numeric_outlets: numeric,
+                    unhealthy_after: ps.unhealthy_after(),
+                    max_retry_delay: ps.max_retry_delay(),
+                },
+                self.registry,
+            );
+            units.insert(r.name.as_str().to_string(), Arc::new(unit));
+        }
+        let mut devices = BTreeMap::new();
+        for dev in &inv.devices {
+            let Some(power) = &dev.power else { continue };
+            let target = settings::resolve_device(dev.name(), dev.name.span(), power, &inv.pdus)
+                .map_err(|_| PowerError::NotConfigured(dev.name().clone()))?;
+            let reboot_delay = power.reboot_delay.as_ref().map(|d| d.get_ref().get());
+            let (unit, outlet, outlet_text) = match target {
+                DeviceTarget::Outlet { pdu, outlet } => {
+                    let unit = units
+                        .get(pdu.as_str())
+                        .cloned()
+                        .ok_or_else(|| PowerError::UnknownPdu(pdu.as_str().to_string()))?;
+                    (unit, settings::outlet_key(&outlet), outlet.0)
+                }
+                DeviceTarget::Commands(c) => {
+                    let driver = Arc::new(drivers::command::CommandDriver {
+                        on: c.on,
+                        off: c.off,
+                        reboot: c.reset,
+                        state: None,
+                    });
+                    let has_reset = driver.reboot.is_some();
+                    let unit = Unit::new(
+                        UnitSpec {
+                            label: format!("commands:{}", dev.name()),
+                            target_pdu: None,
+                            driver,
+                            policy: PduPolicy {
+                                native_reboot: has_reset,
+                                ..PduPolicy::default()
+                            },
+                            outlet_count: None,
+                            numeric_outlets: false,
+                            unhealthy_after: ps.unhealthy_after(),
+                            max_retry_delay: ps.max_retry_delay(),
+                        },
+                        self.registry,
+                    );
+                    (Arc::new(unit), "-".to_string(), "-".to_string())
+                }
+            };
+            unit.ensure_outlet(&outlet);
+            devices.insert(
+                dev.name().clone(),
+                DeviceEntry {
+                    unit,
+                    outlet,
+                    outlet_text,
+                    reboot_delay,
+                },
+            );
+        }
+        Ok(PowerService {
+            inner: Arc::new(Inner {
+                units,
+                devices,
+                hostnames,
+                reboot_delay: ps.reboot_delay(),
+            }),
+        })
+    }
+}
+
+impl PowerService {
+    /// The service for a validated inventory, with the drivers it names.
+    pub fn new(inv: &Inventory) -> Result<Self, PowerError> {
+        Self::builder(inv).build()
+    }
+
+    pub fn builder(inv: &Inventory) -> PowerServiceBuilder<'_> {
+        PowerServiceBuilder {
+            inv,
+            drivers: HashMap::new(),
+            registry: crate::metrics::global(),
+        }
+    }
+
+    /// Devices with power control, in name order.
+    pub fn devices(&self) -> Vec<DeviceName> {
+        self.inner.devices.keys().cloned().collect()
+    }
+
+    /// `power(device, op)` with default options.
+    pub async fn power(
+        &self,
+        device: &DeviceName,
+        op: PowerOp,
+    ) -> Result<PowerOutcome, PowerError> {
+        self.request(device, PowerRequest::new(op)).await
+    }
+
+    /// Powers a device's outlet (or runs its commands).
+    pub async fn request(
+        &self,
+        device: &DeviceName,
+        req: PowerRequest,
+    ) -> Result<PowerOutcome, PowerError> {
+        let entry = self
+            .inner
+            .devices
+            .get(device)
+            .cloned()
+            .ok_or_else(|| PowerError::UnknownDevice(device.as_str().to_string()))?;
+        let delay = entry.reboot_delay;
+        self.spawn(
+            entry.unit,
+            entry.outlet,
+            entry.outlet_text,
+            Some(device.clone()),
+            req,
+            delay,
+        )
+        .await
+    }
+
+    /// The PDU a pdudaemon `hostname=` names (a PDU name or one of its `pdudaemon_hostnames`).
+    pub fn pdu_for_hostname(&self, hostname: &str) -> Option<PduName> {
+        self.inner.hostnames.get(hostname).cloned()
+    }
+
+    /// Powers an outlet of a PDU directly (the pdudaemon-compatible listener), through the same
+    /// queue. The device on that outlet, if any, is named in logs and errors.
+    pub async fn request_outlet(
+        &self,
+        pdu: &PduName,
+        outlet: &str,
+        req: PowerRequest,
+    ) -> Result<PowerOutcome, PowerError> {
+        let unit = self
+            .inner
+            .units
+            .get(pdu.as_str())
+            .cloned()
+            .ok_or_else(|| PowerError::UnknownPdu(pdu.as_str().to_string()))?;
+        let name = TargetName {
+            pdu: Some(pdu.clone()),
+            outlet: Some(outlet.to_string()),
+            device: None,
+        };
+        settings::check_outlet_text(outlet).map_err(|reason| PowerError::BadOutlet {
+            target: name.clone(),
+            reason,
+        })?;
+        let value = super::config::OutletValue(outlet.to_string());
+        if unit.numeric_outlets || unit.outlet_count.is_some() {
+            let driver = if unit.numeric_outlets {
+                "snmp"
+            } else {
+                "command"
+            };
+            settings::check_outlet(driver, unit.outlet_count, &value).map_err(|reason| {
+                PowerError::BadOutlet {
+                    target: name.clone(),
+                    reason,
+                }
+            })?;
+        }
+        // Numbers are keyed by value ("08" is outlet 8) but the driver gets the text as given.
+        let key = settings::outlet_key(&value);
+        let device = self
+            .inner
+            .devices
+            .iter()
+            .find(|(_, e)| Arc::ptr_eq(&e.unit, &unit) && e.outlet == key)
+            .map(|(d, e)| (d.clone(), e.reboot_delay));
+        let delay = device.as_ref().and_then(|d| d.1);
+        self.spawn(
+            unit,
+            key,
+            outlet.to_string(),
+            device.map(|d| d.0),
+            req,
+            delay,
+        )
+        .await
+    }
+
+    /// Runs the operation in its own task: a caller that gives up (a dropped HTTP connection,
+    /// a cancelled job) never leaves a board half rebooted.
+    async fn spawn(
+        &self,
+        unit: Arc<Unit>,
+        key: String,
+        text: String,
+        device: Option<DeviceName>,
+        req: PowerRequest,
+        device_reboot_delay: Option<Duration>,
+    ) -> Result<PowerOutcome, PowerError> {
+        let name = TargetName {
+            pdu: unit.target_pdu.clone(),
+            outlet: unit.target_pdu.as_ref().map(|_| text.clone()),
+            device: device.clone(),
+        };
+        let target = OutletTarget {
+            pdu: unit.target_pdu.clone(),
+            outlet: text,
+            device,
+        };
+        let span = tracing::info_span!("power", target = %name, op = req.op.as_str());
+        let reboot_delay = device_reboot_delay.unwrap_or(self.inner.reboot_delay);
+        let op = req.op;
+        let name2 = name.clone();
+        let task = tokio::spawn(
+            async move { run_op(unit, key, target, name2, req, reboot_delay).await }
+                .instrument(span),
+        );
+        task.await.unwrap_or_else(|e| {
+            Err(PowerError::Internal {
+                target: name,
+                op: op.as_str(),
+                reason: e.to_string(),
+            })
+        })
+    }
+}
+
+async fn run_op(
+    unit: Arc<Unit>,
+    key: String,
+    target: OutletTarget,
+    name: TargetName,
+    req: PowerRequest,
+    reboot_delay: Duration,
+) -> Result<PowerOutcome, PowerError> {
+    let started = Instant::now();
+    let sink = Sink {
+        events: req.events.clone(),
+        log: Arc::new(Mutex::new(Vec::new())),
+    };
+    let outlet_lock = unit.outlet_lock(&key);
+    let _outlet = outlet_lock.lock().await;
+    let metrics = unit.outlet_metrics(&key);
+    let result = async {
+        let mut attempts = 0;
+        let (state, verified) = match req.op {
+            PowerOp::On | PowerOp::Off => {
+                if let Some(d) = req.delay.filter(|d| !d.is_zero()) {
+                    sink.line(format!(
+                        "{name}: waiting {} before switching",
+                        humantime::format_duration(d)
+                    ));
+                    tokio::time::sleep(d).await;
+                }
+                let on = req.op == PowerOp::On;
+                let r = unit
+                    .run_phase(&target, &name, req.op.as_str(), Phase::Switch(on), &sink)
+                    .await?;
+                attempts += r.attempts;
+                (r.state, r.verified)
+            }
+            PowerOp::Reboot => {
+                let d = req.delay.unwrap_or(reboot_delay);
+                if unit.policy.native_reboot && unit.driver.can_reboot() {
+                    let r = unit
+                        .run_phase(&target, &name, "reboot", Phase::NativeReboot(d), &sink)
+                        .await?;
+                    attempts += r.attempts;
+                    (r.state, r.verified)
+                } else {
+                    let off = unit
+                        .run_phase(&target, &name, "reboot: off", Phase::Switch(false), &sink)
+                        .await?;
+                    attempts += off.attempts;
+                    sink.line(format!("{name}: off for {}", humantime::format_duration(d)));
+                    tokio::time::sleep(d).await;
+                    let on = unit
+                        .run_phase(&target, &name, "reboot: on", Phase::Switch(true), &sink)
+                        .await?;
+                    attempts += on.attempts;
+                    (on.state, off.verified && on.verified)
+                }
+            }
+            PowerOp::Status => {
+                if unit.driver.can_read() {
+                    let r = unit
+                        .run_phase(&target, &name, "status", Phase::Read, &sink)
+                        .await?;
+                    attempts += r.attempts;
+                    (r.state, true)
+                } else {
+                    let r = unit.record(&key);
+                    sink.line(format!(
+                        "{name}: the PDU cannot be read; last known state: {}",
+                        r.state.map_or("unknown".to_string(), |s| s.to_string())
+                    ));
+                    (r.state, false)
+                }
+            }
+        };
+        Ok::<_, PowerError>((state, verified, attempts))
+    }
+    .await;
+    let elapsed = started.elapsed();
+    metrics.request(req.op.as_str(), result.is_ok(), elapsed);
+    let (state, verified, attempts) = result?;
+    let log = std::mem::take(&mut *sink.log.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(PowerOutcome {
+        target: name,
+        op: req.op,
+        state,
+        verified,
+        attempts,
+        elapsed,
+        log,
+    })
+}

@@ -1,5 +1,5 @@
 //! Entry points for the cargo-fuzz targets (`fuzz/fuzz_targets/coordinator_frame.rs`,
-//! `multinode_console.rs`), also run over seed inputs by the unit tests below. They must never
+//! `multinode_console.rs`, `multinode_split.rs`), also run over seed inputs by the unit tests below. They must never
 //! panic, whatever the input.
 
 use super::dut::console;
@@ -43,6 +43,41 @@ pub fn multinode_console(data: &[u8]) {
     let _ = console::split_send(&text);
 }
 
+/// A submission: parsed, split, planned, its sub-jobs written out and placed on a small lab.
+pub fn multinode_split(data: &[u8]) {
+    use super::group::{self, GroupPlan, allocate};
+    let text = String::from_utf8_lossy(data);
+    let Ok(submission) = group::parse_submission(&text) else {
+        return;
+    };
+    let _ = group::is_multinode_submission(&submission);
+    if let Ok(mut jobs) = group::split(&submission, "g") {
+        let ids: Vec<String> = (0..jobs.len()).map(|i| i.to_string()).collect();
+        group::assign_roles(&mut jobs, &ids);
+        for (i, job) in jobs.iter().enumerate() {
+            assert_eq!(job.sub_id as usize, i, "sub_ids count up from 0");
+            let _ = job.to_yaml();
+        }
+    }
+    if let Ok(plan) = GroupPlan::from_submission(&submission, "g") {
+        assert_eq!(plan.jobs.len(), plan.requirements.len());
+        let lab: Vec<allocate::Candidate> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ty)| {
+                Some(allocate::Candidate {
+                    name: crate::ids::DeviceName::new(format!("d{i}")).ok()?,
+                    device_type: ty.to_string(),
+                    tags: vec!["t".into()],
+                })
+            })
+            .collect();
+        if let Ok(Some(a)) = allocate::try_allocate(&plan.requirements, &lab, |_| false) {
+            assert_eq!(a.devices.len(), plan.jobs.len());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +108,16 @@ mod tests {
             b"<LAVA_MULTI_NODE> <LAVA_SEND \x1c =\x1c a=b>",
         ] {
             multinode_console(c);
+        }
+        for s in [
+            &include_bytes!("../../tests/multinode_support/seed-group.yaml")[..],
+            b"protocols: {lava-multinode: {roles: {a: {count: 2, device_type: a}}}}\nactions: [{x: {role: a}}]",
+            b"protocols: {lava-multinode: {roles: {a: {count: 4294967295, device_type: a}, b: {count: 1}}}}",
+            b"protocols: {lava-multinode: {roles: {1: 2}}}\nactions: [[], {}]",
+            b"actions: !t {a: *b}",
+            b"\xff\xfe",
+        ] {
+            multinode_split(s);
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod dut;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod group;
 pub mod protocol;
 pub mod pyjson;
 pub mod server;

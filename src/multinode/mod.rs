@@ -21,6 +21,7 @@ pub mod group;
 pub mod protocol;
 pub mod pyjson;
 pub mod server;
+pub mod session;
 
 pub use client::{CoordinatorClient, NodeIdentity};
 pub use config::{ClientSettings, CoordinatorConfig};

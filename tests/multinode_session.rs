@@ -25,6 +25,7 @@ fn params(job: &str, group: &str, role: &str) -> SessionParams {
         group_size: 4,
         hostname: "worker1".into(),
         api_timeout: Some(Duration::from_secs(20)),
+        system_timeout: None,
         delayed_start: None,
         slave_data: None,
     }

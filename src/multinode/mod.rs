@@ -18,6 +18,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod group;
+pub mod hook;
 pub mod protocol;
 pub mod pyjson;
 pub mod server;

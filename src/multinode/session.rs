@@ -45,6 +45,8 @@ pub struct SessionParams {
     pub hostname: String,
     /// The protocol block's `timeout`: every API call (send, wait, sync).
     pub api_timeout: Option<Duration>,
+    /// Registration and clear (LAVA: 90 s; a delayed start's `timeout` replaces it).
+    pub system_timeout: Option<Duration>,
     pub delayed_start: Option<DelayedStart>,
     /// Set for a slave board: the `key=value` data the master gets in `lava_ms_slave_data`.
     pub slave_data: Option<Vec<(String, String)>>,
@@ -72,6 +74,9 @@ impl MultinodeSession {
         );
         if let Some(t) = params.api_timeout {
             client.set_api_timeout(t);
+        }
+        if let Some(t) = params.system_timeout {
+            client.set_system_timeout(t);
         }
         MultinodeSession {
             client,

@@ -384,3 +384,33 @@ fn plan_refuses_what_lava_server_or_labd_cannot_run() {
         Ok(())
     );
 }
+
+/// The split sub-jobs are jobs labd's runner accepts, and the hook reads their protocol block
+/// as lava-dispatcher does. `is_slave` is a labd extension the job model does not know, so it
+/// is taken out of the definition handed to the runner and given to the hook instead.
+#[test]
+fn sub_jobs_parse_as_runner_jobs_and_feed_the_hook() {
+    use labd::jobs::model::JobDefinition;
+    use labd::multinode::ClientSettings;
+    use labd::multinode::hook::LabdMultinode;
+    let mut plan = GroupPlan::from_submission(&parse_submission(SEED).unwrap(), "g9").unwrap();
+    let ids: Vec<String> = (0..4).map(|i| format!("9.{i}")).collect();
+    plan.assign_ids(&ids);
+    let hook = LabdMultinode::new(
+        ClientSettings::at("localhost", 3079, std::time::Duration::from_secs(1)),
+        "worker1",
+    )
+    .with_slave("9.3", vec![("device".into(), "slave01".into())]);
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let yaml = job.runner_yaml().unwrap();
+        assert!(!yaml.contains("is_slave"));
+        let def =
+            JobDefinition::parse(&yaml).unwrap_or_else(|e| panic!("sub-job {i}: {e:?}\n{yaml}"));
+        let p = hook.params_for(&def, &ids[i]).unwrap().unwrap();
+        assert_eq!((p.target_group.as_str(), p.group_size), ("g9", 4));
+        assert_eq!(p.role, plan.requirements[i].role);
+        assert_eq!(p.api_timeout, Some(std::time::Duration::from_secs(240)));
+        assert_eq!(p.slave_data.is_some(), i == 3);
+        assert_eq!(def.multinode().unwrap().assigned_roles().len(), 4);
+    }
+}

@@ -18,9 +18,11 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod group;
+pub mod hook;
 pub mod protocol;
 pub mod pyjson;
 pub mod server;
+pub mod session;
 
 pub use client::{CoordinatorClient, NodeIdentity};
 pub use config::{ClientSettings, CoordinatorConfig};

@@ -71,6 +71,35 @@ impl SubJob {
     }
 }
 
+impl SubJob {
+    /// The sub-job as YAML for labd's job runner: `is_slave` (a labd extension that LAVA 2023's
+    /// job schema does not have) is left out, the runner's Multi-Node hook is told instead;
+    /// each action's `role: name` becomes `role: [name]`, the only form labd's job model
+    /// accepts so far (lava-server hands workers the string form).
+    pub fn runner_yaml(&self) -> Result<String, GroupError> {
+        let mut job = self.clone();
+        if let Some(Value::Sequence(actions)) = job.definition.get_mut("actions") {
+            for action in actions.iter_mut() {
+                if let Value::Mapping(a) = action {
+                    for (_, body) in a.iter_mut() {
+                        if let Value::Mapping(b) = body
+                            && let Some(r @ Value::String(_)) = b.get_mut("role")
+                        {
+                            *r = Value::Sequence(vec![r.clone()]);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(Value::Mapping(p)) = job.definition.get_mut("protocols")
+            && let Some(Value::Mapping(m)) = p.get_mut("lava-multinode")
+        {
+            m.shift_remove("is_slave");
+        }
+        job.to_yaml()
+    }
+}
+
 /// Parses submission text (YAML) for [`split`].
 pub fn parse_submission(text: &str) -> Result<Value, GroupError> {
     serde_norway::from_str(text).map_err(|e| GroupError::Submission {

@@ -24,6 +24,26 @@ pub struct SimLab {
     pub pdu: SimPdu,
     pub inventory: Arc<Inventory>,
     pub name: String,
+    boot: String,
+}
+
+fn inventory_text(
+    dir: &Path,
+    name: &str,
+    control: &BoardControl,
+    boot: &str,
+    pdu_url: Option<&str>,
+) -> String {
+    let url = pdu_url.map_or(String::new(), |u| format!("url = \"{u}\"\n"));
+    format!(
+        "[worker]\nname = \"w\"\nstate_dir = \"{state}\"\n\
+         [[pdu]]\nname = \"pdu\"\ndriver = \"sim\"\noutlets = 1\n{url}\
+         [[device]]\nname = \"{name}\"\ndevice_type = \"labd-sim\"\n\
+         [device.console]\ntty = \"{tty}\"\nbaud = 115200\n\
+         [device.power]\npdu = \"pdu\"\noutlet = 1\nreboot_delay = \"100ms\"\n{boot}",
+        state = dir.join("state").display(),
+        tty = control.tty_path().display(),
+    )
 }
 
 /// `[device.boot]` for the simulated board (u-boot and minimal), results under the test's
@@ -48,16 +68,8 @@ impl SimLab {
             1,
             Box::new(move |on| if on { c.power_on() } else { c.power_off() }),
         );
-        let text = format!(
-            "[worker]\nname = \"w\"\nstate_dir = \"{state}\"\n\
-             [[pdu]]\nname = \"pdu\"\ndriver = \"sim\"\noutlets = 1\n\
-             [[device]]\nname = \"{name}\"\ndevice_type = \"labd-sim\"\n\
-             [device.console]\ntty = \"{tty}\"\nbaud = 115200\n\
-             [device.power]\npdu = \"pdu\"\noutlet = 1\nreboot_delay = \"100ms\"\n{boot}",
-            state = dir.path().join("state").display(),
-            tty = control.tty_path().display(),
-            boot = boot(dir.path()),
-        );
+        let boot = boot(dir.path());
+        let text = inventory_text(dir.path(), name, &control, &boot, None);
         let inventory = Arc::new(
             Inventory::parse(&dir.path().join("inventory.toml"), &text)
                 .unwrap_or_else(|e| panic!("{e}\n{text}")),
@@ -69,7 +81,23 @@ impl SimLab {
             pdu,
             inventory,
             name: name.to_string(),
+            boot,
         }
+    }
+
+    /// The inventory with the PDU reached over http at `pdu_url` (a `SimPduServer`), for
+    /// another process; written to `<dir>/inventory.toml`.
+    pub fn write_inventory(&self, pdu_url: &str) -> PathBuf {
+        let text = inventory_text(
+            self.dir.path(),
+            &self.name,
+            &self.control,
+            &self.boot,
+            Some(pdu_url),
+        );
+        let path = self.dir.path().join("inventory.toml");
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     pub fn power(&self) -> PowerService {

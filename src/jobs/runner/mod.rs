@@ -19,6 +19,8 @@ pub mod local;
 pub mod multinode;
 pub mod power;
 pub mod pty;
+pub mod service;
+pub mod summary;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -251,7 +253,7 @@ async fn run_inner(env: &RunEnv, req: &JobRequest, started: Instant) -> JobRepor
     if let Some(mn) = st.multinode.as_mut() {
         mn.finalise(&log).await;
     }
-    cleanup_files(&ctx, &st).await;
+    cleanup_files(&ctx, &st.images).await;
     finish_job(&log, error, started, Some(&ctx.tmp_dir)).await
 }
 
@@ -343,8 +345,10 @@ async fn finalize_steps(ctx: &Ctx<'_>, st: &mut State, parent: &Act) {
     st.conn = None;
 }
 
-async fn cleanup_files(ctx: &Ctx<'_>, st: &State) {
-    for d in &st.images {
+/// Removes the job's downloads (takes the images, not the whole `State`, whose Multi-Node
+/// protocol is not `Sync`: the job future must stay `Send`).
+async fn cleanup_files(ctx: &Ctx<'_>, images: &[Deployed]) {
+    for d in images {
         ctx.log.debug(format!(
             "Cleaning up download directory: {}",
             d.dir.display()

@@ -1,0 +1,275 @@
+//! The daemon's `run-job` control request: `labd run-job` hands a job to the running daemon,
+//! which runs it on its own consoles and power (so operators attached to the console see it,
+//! and the job queues with `labd power` on the same PDU), and streams the log back.
+//!
+//! Protocol (one JSON object per line, after the control socket's request line):
+//! - request: `{"request": "run-job", "device": NAME, "definition": YAML, "id": ID?}`;
+//! - reply: `{"ok": true, "job": ID, "work_dir": DIR}` (or an error reply);
+//! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`.
+//!
+//! The client closing the connection (Ctrl-C) cancels the job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeviceSetup, Health, JobLog, JobReport, JobRequest, RunEnv, run_job};
+use crate::control::{Conn, ControlError, Handler, Request};
+
+/// The body of a `run-job` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunJobRequest {
+    pub device: String,
+    pub definition: String,
+    /// The job id (`LAVA_JOB_ID`); the daemon makes one up when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// How a job ended, as sent at the end of the stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobEnd {
+    pub health: Health,
+    /// LAVA's error type (`Job`, `Infrastructure`...), empty when Complete.
+    pub error_type: String,
+    pub error_msg: String,
+}
+
+impl JobEnd {
+    pub fn from_report(r: &JobReport) -> Self {
+        Self {
+            health: r.health,
+            error_type: r
+                .error
+                .as_ref()
+                .map(|e| e.kind.as_str().to_string())
+                .unwrap_or_default(),
+            error_msg: r
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StreamMsg {
+    Log(String),
+    End(JobEnd),
+}
+
+/// A job id for a job that has none: the UTC time, digits only (it names `/lava-<id>`).
+pub fn local_job_id() -> String {
+    chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string()
+}
+
+/// The `run-job` handler. `env` gives the daemon's current consoles, inventory, power and
+/// images at each request (the inventory changes on reload); job directories go under
+/// `jobs_dir/<id>` and stay there (`output.yaml`).
+pub fn handler(
+    env: impl Fn() -> RunEnv + Send + Sync + 'static,
+    jobs_dir: PathBuf,
+) -> impl Handler {
+    let env = Arc::new(env);
+    move |req: Request, conn: Conn| {
+        let env = env();
+        let jobs_dir = jobs_dir.clone();
+        async move { serve(env, jobs_dir, req, conn).await }
+    }
+}
+
+/// The board of an inventory device, with the daemon's console and power.
+pub fn device_setup(env: &RunEnv, device: &str) -> Result<DeviceSetup, String> {
+    let inv = env
+        .inventory
+        .as_ref()
+        .ok_or_else(|| "labd has no inventory".to_string())?;
+    let dev = inv.device(device).ok_or_else(|| {
+        let known: Vec<&str> = inv.devices.iter().map(|d| d.name().as_str()).collect();
+        format!(
+            "no device {device:?} in the inventory (devices: {})",
+            known.join(", ")
+        )
+    })?;
+    let console = env.consoles.as_ref().and_then(|c| c.get(device));
+    if console.is_none() && dev.console.is_some() {
+        return Err(format!("the console of {device} is not running"));
+    }
+    Ok(DeviceSetup::from_inventory(
+        dev,
+        console,
+        env.power.as_ref(),
+    ))
+}
+
+async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
+    let body: RunJobRequest = match req.parse() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = conn.reply_error(&e).await;
+            return;
+        }
+    };
+    let setup = match device_setup(&env, &body.device) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = conn.reply_error(&ControlError::Remote(e)).await;
+            return;
+        }
+    };
+    let id = body.id.clone().unwrap_or_else(local_job_id);
+    let valid_id = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !id.starts_with('.');
+    if !valid_id {
+        let e = ControlError::BadRequest(format!("run-job: job id {id:?} is not a safe name"));
+        let _ = conn.reply_error(&e).await;
+        return;
+    }
+    let work_dir = jobs_dir.join(&id);
+    if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
+        let msg = format!("cannot create {}: {e}", work_dir.display());
+        let _ = conn.reply_error(&ControlError::Remote(msg)).await;
+        return;
+    }
+    tracing::info!(job = %id, device = %body.device, peer = %req.peer.user, "run-job request");
+    let reply = serde_json::json!({"job": id, "work_dir": work_dir});
+    if conn.reply_ok(reply).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let log = JobLog::new(
+        Some(&work_dir.join("output.yaml")),
+        Some(Box::new(move |l: &str| {
+            let _ = tx.send(l.to_string());
+        })),
+    );
+    let cancel = CancellationToken::new();
+    let job = JobRequest {
+        id,
+        definition: body.definition,
+        device: setup,
+        work_dir,
+        log: log.clone(),
+        cancel: cancel.clone(),
+    };
+    let (mut rd, mut wr) = conn.stream.into_split();
+    let mut runner = tokio::spawn(async move { run_job(&env, job).await });
+    // The client going away (EOF or error on its side) cancels the job.
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut b = [0u8; 64];
+            loop {
+                match rd.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            cancel.cancel();
+        })
+    };
+    let mut client_gone = false;
+    let mut forward = async |line: String, gone: &mut bool| {
+        if !*gone && write_msg(&mut wr, &StreamMsg::Log(line)).await.is_err() {
+            *gone = true;
+            cancel.cancel();
+            log.detach_stream();
+        }
+    };
+    let finished = loop {
+        tokio::select! {
+            Some(line) = rx.recv() => forward(line, &mut client_gone).await,
+            r = &mut runner => break r,
+        }
+    };
+    // The job is over: its log writer is gone; send what it wrote last.
+    while let Ok(line) = rx.try_recv() {
+        forward(line, &mut client_gone).await;
+    }
+    let report = match finished {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "run-job task failed");
+            watcher.abort();
+            return;
+        }
+    };
+    if !client_gone {
+        let _ = write_msg(&mut wr, &StreamMsg::End(JobEnd::from_report(&report))).await;
+        let _ = wr.shutdown().await;
+    }
+    watcher.abort();
+}
+
+async fn write_msg(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    msg: &StreamMsg,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    wr.write_all(&line).await
+}
+
+/// The client side: sends the job to the daemon at `socket`, calls `on_line` for every log
+/// line, and returns how the job ended. Dropping the future closes the connection, which
+/// cancels the job.
+pub async fn run_remote(
+    socket: &Path,
+    req: &RunJobRequest,
+    mut on_line: impl FnMut(&str),
+) -> Result<(String, JobEnd), ControlError> {
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    let mut body =
+        serde_json::to_value(req).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+    if let serde_json::Value::Object(m) = &mut body {
+        m.insert("request".into(), "run-job".into());
+    }
+    let mut line =
+        serde_json::to_vec(&body).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut lines = BufReader::new(stream).lines();
+    let first = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| ControlError::BadReply("the daemon closed the connection".into()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&first).map_err(|e| ControlError::BadReply(e.to_string()))?;
+    if v.get("ok").and_then(|o| o.as_bool()) != Some(true) {
+        return Err(ControlError::Remote(
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("unknown error")
+                .to_string(),
+        ));
+    }
+    let id = v
+        .get("job")
+        .and_then(|j| j.as_str())
+        .unwrap_or_default()
+        .to_string();
+    while let Some(l) = lines.next_line().await? {
+        match serde_json::from_str::<StreamMsg>(&l) {
+            Ok(StreamMsg::Log(s)) => on_line(&s),
+            Ok(StreamMsg::End(end)) => return Ok((id, end)),
+            Err(e) => return Err(ControlError::BadReply(format!("{e}: {l}"))),
+        }
+    }
+    Err(ControlError::BadReply(
+        "the daemon closed the connection before the job ended".into(),
+    ))
+}

@@ -106,7 +106,12 @@ fn labd_service_keeps_what_the_daemon_needs() {
         );
     }
     let coord = std::fs::read_to_string(repo().join("systemd/labd-coordinator.service")).unwrap();
-    assert!(coord.contains("ExecStart=/usr/bin/labd coordinator --loglevel ${LOGLEVEL}"));
+    assert!(coord.contains(
+        "ExecStart=/usr/bin/labd coordinator --loglevel ${LOGLEVEL} --logfile /var/log/labd-coordinator/coordinator.log"
+    ));
+    // DynamicUser with ProtectSystem=strict: only these directories are writable.
+    assert!(coord.contains("StateDirectory=labd-coordinator"));
+    assert!(coord.contains("LogsDirectory=labd-coordinator"));
     assert!(coord.contains("EnvironmentFile=-/etc/default/lava-coordinator"));
 }
 

@@ -1,4 +1,4 @@
-//! Job metrics, labelled by device (`device="qemu"` for a device labd does not know by name,
+//! Job metrics, labelled by device (`device="unnamed"` for a board labd does not know by name,
 //! e.g. a master's qemu job): jobs started, running, finished by result. The result labels are
 //! the master link's (`complete`, `incomplete`, `canceled`).
 

@@ -11,8 +11,8 @@
 //! - [`error`]: LAVA's error types.
 //!
 //! The runner ([`runner`], [`actions`]) composes these with the console, power and images
-//! modules: [`runner::run_job`] runs a job on a board; [`executor`] runs master jobs,
-//! [`service`] `labd run-job` requests in the daemon.
+//! modules: [`runner::run_job`] runs a job on a board; [`runner::RunnerExecutor`] runs master
+//! jobs, [`runner::service`] serves `labd run-job` requests in the daemon.
 
 pub mod actions;
 pub mod config;

@@ -12,6 +12,7 @@
 pub mod action;
 pub mod connection;
 pub mod device;
+pub mod executor;
 pub mod images;
 pub mod images_service;
 pub mod joblog;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use action::{Act, Pipeline, Spec};
 pub use connection::Connection;
 pub use device::{ConsoleAccess, DeviceSetup};
+pub use executor::RunnerExecutor;
 pub use images::{FetchFailure, FetchedImage, ImageFetch, ImageFetcher};
 pub use images_service::ServiceFetcher;
 pub use joblog::{JobLog, LineStream};

@@ -16,7 +16,7 @@ pub fn render_line(line: &str) -> Option<String> {
     match rec.lvl.as_str() {
         "results" => None,
         "target" | "feedback" => Some(text),
-        "input" => Some(format!("<< {text}")),
+        "input" => Some(format!("<< {}", text.trim_end_matches(['\r', '\n']))),
         lvl => Some(format!("[{lvl}] {text}")),
     }
 }

@@ -10,9 +10,9 @@
 pub mod lava_master;
 pub mod peers;
 pub mod qemu_dut;
+pub mod simboard;
 pub mod simpdu;
 pub mod simudev;
-pub mod simboard;
 pub mod util;
 
 pub use util::{

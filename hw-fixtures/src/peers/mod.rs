@@ -1,6 +1,6 @@
 //! Harnesses for real peer programs, one module per program.
 pub mod lava_server;
 pub mod pdudaemon;
-pub mod snmpsim;
 pub mod ser2net;
+pub mod snmpsim;
 pub mod socat;

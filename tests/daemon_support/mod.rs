@@ -142,9 +142,9 @@ impl HttpPdu {
         self.pdu
             .events()
             .into_iter()
-            .filter(|e| e.outlet == n && e.on == on && e.at >= since)
+            .rev()
+            .find(|e| e.outlet == n && e.on == on && e.at >= since)
             .map(|e| e.at)
-            .last()
     }
 }
 

@@ -1,0 +1,151 @@
+//! Checksums as LAVA jobs give them (`md5sum`, `sha256sum`, `sha512sum`), computed over the
+//! downloaded, still compressed bytes; sha256 is always computed because it is also the
+//! cache's content address.
+
+use md5::Md5;
+use sha2::{Digest, Sha256, Sha512};
+
+use super::error::FetchError;
+
+/// Expected digests, lowercase hex. Any subset may be given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checksums {
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    pub sha512: Option<String>,
+}
+
+impl Checksums {
+    /// Lowercases the digests and checks their length and alphabet.
+    pub fn normalized(&self) -> Result<Self, String> {
+        fn one(name: &str, v: &Option<String>, len: usize) -> Result<Option<String>, String> {
+            let Some(v) = v else { return Ok(None) };
+            let v = v.trim().to_ascii_lowercase();
+            if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{name} {v:?} is not a {len}-digit hexadecimal digest"
+                ));
+            }
+            Ok(Some(v))
+        }
+        Ok(Self {
+            md5: one("md5sum", &self.md5, 32)?,
+            sha256: one("sha256sum", &self.sha256, 64)?,
+            sha512: one("sha512sum", &self.sha512, 128)?,
+        })
+    }
+}
+
+/// Running hashes over the compressed stream; md5 and sha512 only when asked for.
+pub(crate) struct Hashers {
+    sha256: Sha256,
+    md5: Option<Md5>,
+    sha512: Option<Sha512>,
+}
+
+/// Finished digests, lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Digests {
+    pub sha256: String,
+    pub md5: Option<String>,
+    pub sha512: Option<String>,
+}
+
+impl Hashers {
+    pub fn new(md5: bool, sha512: bool) -> Self {
+        Self {
+            sha256: Sha256::new(),
+            md5: md5.then(Md5::new),
+            sha512: sha512.then(Sha512::new),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        if let Some(h) = &mut self.md5 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(data);
+        }
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            sha256: hex::encode(self.sha256.finalize()),
+            md5: self.md5.map(|h| hex::encode(h.finalize())),
+            sha512: self.sha512.map(|h| hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// Compares in LAVA's order (md5, sha256, sha512) and fails with LAVA's message.
+pub(crate) fn verify(url: &str, want: &Checksums, got: &Digests) -> Result<(), FetchError> {
+    let pairs: [(&'static str, &Option<String>, Option<&String>); 3] = [
+        ("md5", &want.md5, got.md5.as_ref()),
+        ("sha256", &want.sha256, Some(&got.sha256)),
+        ("sha512", &want.sha512, got.sha512.as_ref()),
+    ];
+    for (algo, expected, actual) in pairs {
+        if let Some(expected) = expected {
+            let actual = actual.cloned().unwrap_or_default();
+            if *expected != actual {
+                return Err(FetchError::Checksum {
+                    url: url.to_string(),
+                    algo,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// sha256 of a string, hex: the cache's key for a URL.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_of_known_input() {
+        let mut h = Hashers::new(true, true);
+        h.update(b"ab");
+        h.update(b"c");
+        let d = h.finish();
+        assert_eq!(d.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(d.sha512.as_deref().unwrap().starts_with("ddaf35a193617aba"));
+        let want = Checksums {
+            md5: Some("900150983CD24FB0D6963F7D28E17F72".into()),
+            ..Default::default()
+        }
+        .normalized()
+        .unwrap();
+        verify("u", &want, &d).unwrap();
+        let bad = Checksums {
+            sha256: Some("00".repeat(32)),
+            ..Default::default()
+        };
+        let e = verify("http://x/y", &bad, &d).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sha256 for 'http://x/y' does not match.")
+        );
+        assert!(
+            Checksums {
+                md5: Some("xyz".into()),
+                ..Default::default()
+            }
+            .normalized()
+            .is_err()
+        );
+    }
+}

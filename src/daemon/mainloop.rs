@@ -48,8 +48,9 @@ impl MainLoop {
         let services = daemon.services().clone();
         settle(&services, SETTLE).await;
         let mut summary = Summary::of(&services);
-        self.notify("READY", self.notifier.ready(&summary.to_string()));
-        tracing::info!(status = %summary, "ready");
+        let mut shown = summary.to_string();
+        self.notify("READY", self.notifier.ready(&shown));
+        tracing::info!(status = %shown, "ready");
         let period = Watchdog::period_or_idle(self.watchdog.as_ref());
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -71,6 +72,7 @@ impl MainLoop {
                     reload = None;
                     let refused = !matches!(r, Ok(Ok(())));
                     summary = Summary::of(&services);
+                    shown = summary.to_string();
                     let text = if refused {
                         format!("{summary} (reload refused: the inventory has errors, see the log)")
                     } else {
@@ -91,8 +93,14 @@ impl MainLoop {
                 }
                 s = summary.changed(&services) => {
                     summary = s;
-                    tracing::info!(status = %summary, "status");
-                    self.notify("STATUS", self.notifier.status(&summary.to_string()));
+                    // Only what systemd shows: a console added by a reload before the
+                    // inventory count changes would otherwise repeat the same line.
+                    let text = summary.to_string();
+                    if text != shown {
+                        tracing::info!(status = %text, "status");
+                        self.notify("STATUS", self.notifier.status(&text));
+                        shown = text;
+                    }
                 }
                 _ = services.shutdown.cancelled() => break,
             }

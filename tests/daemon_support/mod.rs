@@ -348,3 +348,78 @@ pub async fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`: a task records every message
+/// with its arrival time.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    pub messages: Arc<Mutex<Vec<(Instant, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let messages: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let m = messages.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                let text = String::from_utf8(buf[..n].to_vec()).expect("sd_notify is UTF-8");
+                m.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        Self {
+            path,
+            messages,
+            task,
+        }
+    }
+
+    /// `NOTIFY_SOCKET` for the agent.
+    pub fn env(&self) -> (&'static str, String) {
+        ("NOTIFY_SOCKET", self.path.display().to_string())
+    }
+
+    pub fn all(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Every message but the watchdog pings, in order.
+    pub fn states(&self) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m != "WATCHDOG=1")
+            .collect()
+    }
+
+    /// Waits for a message (not a ping) after the first `skip` such messages that satisfies
+    /// `pred`; returns its index among them.
+    pub async fn wait_state(
+        &self,
+        skip: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = self.states();
+            if let Some(i) = states.iter().skip(skip).position(|m| pred(m)) {
+                return skip + i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such notify message; got {states:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

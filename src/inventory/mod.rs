@@ -200,5 +200,16 @@ impl Inventory {
     }
 }
 
+/// The fuzzing entry point: arbitrary bytes as an inventory never panic, and every diagnostic
+/// renders (line and column lookups stay inside the text, whatever the spans).
+pub fn fuzz_inventory(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = Inventory::parse(Path::new("fuzz.toml"), text) {
+        let _ = e.to_string();
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -176,3 +176,24 @@ fn unsafe_device_names_are_refused() {
     assert_eq!(d[0].line, 16, "{d:?}");
     assert!(d[0].message.contains("may only contain"), "{d:?}");
 }
+
+#[test]
+fn fuzz_entry_point_survives_seeds() {
+    let example = include_str!("../../udev-rules/example-inventory.toml");
+    let mut seeds: Vec<Vec<u8>> = vec![
+        GOOD.as_bytes().to_vec(),
+        example.as_bytes().to_vec(),
+        b"[worker]\nname = 1\n[[device]]\n".to_vec(),
+        b"\xff\xfe[[device]]".to_vec(),
+        "[worker]\nname = \"w\"\nstate_dir = \"/\u{e9}\"\n[[device]]\nname = \"\u{1F600}\"\n"
+            .as_bytes()
+            .to_vec(),
+    ];
+    // Every prefix of a real inventory (cut mid-key, mid-string, mid-table).
+    for cut in (0..example.len()).step_by(97) {
+        seeds.push(example.as_bytes()[..cut].to_vec());
+    }
+    for seed in seeds {
+        fuzz_inventory(&seed);
+    }
+}

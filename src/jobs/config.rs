@@ -59,17 +59,9 @@ pub struct DeviceBoot {
     pub results_dir: Option<Spanned<String>>,
 }
 
-/// `[device.boot.login]`: auto-login defaults.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BootLogin {
-    pub login_prompt: String,
-    pub username: String,
-    pub password_prompt: Option<String>,
-    pub password: Option<String>,
-    #[serde(default)]
-    pub login_commands: Vec<String>,
-}
+/// `[device.boot.login]`: auto-login defaults, with the same keys as a job's `auto_login:`
+/// (one type, so the two cannot drift apart).
+pub type BootLogin = super::model::AutoLogin;
 
 /// `character_delays`, milliseconds.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

@@ -10,15 +10,20 @@
 //! - [`expect`]: pexpect-compatible waiting on console streams;
 //! - [`error`]: LAVA's error types.
 //!
-//! The runner (later) composes these with the console, power and images modules.
+//! The runner ([`runner`], [`actions`]) composes these with the console, power and images
+//! modules: [`runner::run_job`] runs a job on a board; [`executor`] runs master jobs,
+//! [`service`] `labd run-job` requests in the daemon.
 
+pub mod actions;
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod expect;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod patterns;
+pub mod runner;
 pub mod shell;
 pub mod signals;
 

@@ -220,6 +220,13 @@ impl<S: LogSink> LogWriter<S> {
         line
     }
 
+    /// Writes a line another writer of the same job already formatted, counting it, so line
+    /// numbers (`starttc`/`endtc`) stay those of the whole job.
+    pub fn write_raw(&mut self, line: &str) {
+        self.line += 1;
+        self.sink.write_line(line);
+    }
+
     /// Records where a test case's signal was seen: the index of the last line written.
     pub fn marker(&mut self, case: &str, kind: MarkerKind) {
         let at = self.line.saturating_sub(1);

@@ -1,0 +1,30 @@
+//! Running a Multi-Node group without a LAVA server: split the submission per role as the
+//! server would ([`split`]), choose inventory boards for the sub-jobs ([`allocate`]).
+
+pub mod allocate;
+pub mod plan;
+pub mod split;
+
+pub use allocate::{Allocation, Candidate, Requirement, Reservations, Reserved};
+pub use plan::GroupPlan;
+pub use split::{SubJob, assign_roles, is_multinode_submission, parse_submission, split};
+
+/// Why a group cannot be split or placed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The submission is not a valid Multi-Node job (lava-server would refuse it too).
+    #[error("Multi-Node submission: {message}")]
+    Submission { message: String },
+    /// A role asks for something labd does not do.
+    #[error("role {role}: {message}")]
+    Unsupported { role: String, message: String },
+    /// The inventory can never hold the group, busy or not.
+    #[error("the inventory can never run this group: {detail}")]
+    Unsatisfiable { detail: String },
+    /// The boards exist but stayed busy for the whole wait.
+    #[error("boards for the group stayed busy for {waited:?}: {detail}")]
+    BusyTimeout {
+        waited: std::time::Duration,
+        detail: String,
+    },
+}

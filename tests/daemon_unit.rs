@@ -1,5 +1,5 @@
-//! The systemd units start labd the way its command line really is: every option in
-//! labd.service's `ExecStart=` exists in `labd SUBCOMMAND --help`, and labd.service's
+//! The systemd units start labd the way its command line really is: every option in an
+//! `ExecStart=` of `systemd/*.service` exists in `labd SUBCOMMAND --help`, and labd.service's
 //! command line, with only the binary and inventory paths swapped for test ones, brings the
 //! agent up (and its `ExecReload=` signal reloads it).
 
@@ -37,9 +37,7 @@ fn exec_start(unit: &str) -> Vec<String> {
 
 #[test]
 fn every_execstart_option_exists_in_the_cli() {
-    // labd-coordinator.service joins this list once the coordinator branch (its
-    // `--loglevel` option) is merged.
-    for unit in ["labd.service"] {
+    for unit in ["labd.service", "labd-coordinator.service"] {
         let words = exec_start(unit);
         assert_eq!(words[0], "/usr/bin/labd", "{unit}");
         let sub = &words[1];

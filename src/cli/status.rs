@@ -1,4 +1,5 @@
-//! `labd status`: what the running daemon owns and the state of each console.
+//! `labd status`: what the running daemon owns: each console's state, where its adapter is,
+//! each device's power and each PDU's health.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -46,8 +47,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let power: Option<super::power::PowerView> = reply
+        .get("power")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let discovery = reply.get("discovery").cloned().unwrap_or_default();
     let status: StatusReply =
         serde_json::from_value(reply).context("unexpected status reply from the daemon")?;
+    let power_of = |dev: &str| {
+        power
+            .as_ref()
+            .and_then(|p| p.devices.iter().find(|d| d.device == dev))
+    };
     println!(
         "labd {} on worker {} (pid {}): {} console{}",
         status.version,
@@ -76,6 +87,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         if let Some(l) = &c.listen {
             println!("    telnet:   {l}");
+        }
+        if let Some(n) = discovery
+            .get("devices")
+            .and_then(|d| d.get(c.device.as_str()))
+        {
+            let node = n.get("node").and_then(|v| v.as_str()).unwrap_or("absent");
+            let via = n.get("via").and_then(|v| v.as_str()).unwrap_or("?");
+            println!("    adapter:  {node} (followed by {via})");
+        }
+        if let Some(p) = power_of(c.device.as_str()) {
+            println!("    power:    {}, {}", p.state_text(), p.target_text());
+        }
+    }
+    if let Some(p) = &power {
+        let consoles: Vec<&str> = status.consoles.iter().map(|c| c.device.as_str()).collect();
+        for d in p
+            .devices
+            .iter()
+            .filter(|d| !consoles.contains(&d.device.as_str()))
+        {
+            println!("{:<16} (no console)", d.device);
+            println!("    power:    {}, {}", d.state_text(), d.target_text());
+        }
+        for pdu in &p.pdus {
+            println!("pdu {}", pdu.line());
         }
     }
     Ok(ExitCode::SUCCESS)

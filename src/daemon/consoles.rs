@@ -43,22 +43,15 @@ impl Service for ConsoleService {
                 entries: BTreeMap::new(),
             };
             set.apply(&inv).await;
-            let mut updates = services.inventory_updates();
-            updates.mark_unchanged();
+            let set = Arc::new(tokio::sync::Mutex::new(set));
+            let s = set.clone();
+            services.on_reload("consoles", move |inv: Arc<Inventory>| {
+                let s = s.clone();
+                Box::pin(async move { s.lock().await.apply(&inv).await }) as BoxFut<'static, ()>
+            });
             let run: ServiceRun = Box::pin(async move {
-                loop {
-                    tokio::select! {
-                        _ = services.shutdown.cancelled() => break,
-                        r = updates.changed() => {
-                            if r.is_err() {
-                                break;
-                            }
-                            let inv = updates.borrow_and_update().clone();
-                            set.apply(&inv).await;
-                        }
-                    }
-                }
-                set.stop_all().await;
+                services.shutdown.cancelled().await;
+                set.lock().await.stop_all().await;
             });
             Ok(run)
         })

@@ -4,28 +4,42 @@
 //! Every part of the daemon is a [`Service`]: started in order (a start-up error stops the
 //! daemon before it serves anything), then run until shutdown, and stopped in reverse order.
 //! Services share [`Services`]: the current inventory (with a change feed for reloads), the
-//! console registry, the control-socket request handlers, the shutdown token. Built in:
-//! consoles (and their telnet listeners), the control socket, the metrics endpoint. Later
-//! services (power queue, udev watcher, sd_notify, pdudaemon listener, master link) plug in
-//! with [`Daemon::with_service`] and register their control requests in
-//! [`Services::control`].
+//! console registry, the power layer, the control-socket request handlers, the shutdown token.
+//! Built in, in start order: consoles (and their telnet listeners), the metrics endpoint,
+//! discovery (udev or path watching; reopens consoles on replug), power (PDU queues, the
+//! control socket's `power` request, the pdudaemon-compatible listener), the services added
+//! with [`Daemon::with_service`] (job runner, master link), and last the control socket.
+//!
+//! The main loop ([`RunningDaemon::run_until_signal`]) handles signals and talks to systemd
+//! (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`, `STOPPING=1`).
 
 mod consoles;
+pub mod discovery;
+mod mainloop;
+mod power;
+pub mod simlab;
 mod status;
+mod summary;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use consoles::ConsoleService;
+pub use mainloop::MainLoop;
+pub use summary::Summary;
 
 use crate::console::ConsoleRegistry;
 use crate::console::source::BoxFut;
 use crate::control::{ControlError, ControlServer, Handlers};
+use crate::ids::PduName;
 use crate::inventory::{Inventory, InventoryError};
+use crate::power::PowerError;
+use crate::power::control::PowerControl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -45,6 +59,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("power: {0}")]
+    Power(#[from] PowerError),
     #[error("{service}: {message}")]
     Service {
         service: &'static str,
@@ -53,6 +69,10 @@ pub enum DaemonError {
     #[error("cannot install the signal handlers: {0}")]
     Signal(#[source] std::io::Error),
 }
+
+/// What a service does with a reloaded inventory; the reload completes when every one returned.
+pub type ReloadFn = Arc<dyn Fn(Arc<Inventory>) -> BoxFut<'static, ()> + Send + Sync>;
+type StatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// What the daemon's services share.
 pub struct Services {
@@ -64,6 +84,13 @@ pub struct Services {
     pub control: Arc<Handlers>,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
+    power: Arc<PowerControl>,
+    reloads: Mutex<Vec<(&'static str, ReloadFn)>>,
+    status_parts: Mutex<Vec<(&'static str, StatusFn)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Services {
@@ -72,13 +99,70 @@ impl Services {
         self.inventory.borrow().clone()
     }
 
-    /// A receiver that changes on every successful reload.
+    /// A receiver that changes on every successful reload (after the services registered
+    /// with [`Self::on_reload`] have applied it).
     pub fn inventory_updates(&self) -> watch::Receiver<Arc<Inventory>> {
         self.inventory.subscribe()
     }
 
     pub fn inventory_path(&self) -> &Path {
         &self.inventory_path
+    }
+
+    /// The daemon's power layer: `services.power().request(&device, PowerRequest::new(op)
+    /// .events(tx)).await`. Every power request of the daemon goes through it, so the job
+    /// runner, `labd power` and the pdudaemon-compatible listener share one queue per PDU.
+    pub fn power(&self) -> &Arc<PowerControl> {
+        &self.power
+    }
+
+    /// Runs `f` with every reloaded inventory (SIGHUP), in registration order, after the
+    /// services registered before; the reload is reported done when all have returned.
+    pub fn on_reload(
+        &self,
+        name: &'static str,
+        f: impl Fn(Arc<Inventory>) -> BoxFut<'static, ()> + Send + Sync + 'static,
+    ) {
+        lock(&self.reloads).push((name, Arc::new(f)));
+    }
+
+    /// Adds a field `name` to the control socket's `status` reply.
+    pub fn add_status(&self, name: &'static str, f: impl Fn() -> Value + Send + Sync + 'static) {
+        lock(&self.status_parts).push((name, Arc::new(f)));
+    }
+
+    fn status_parts(&self) -> Vec<(&'static str, Value)> {
+        let parts = lock(&self.status_parts).clone();
+        parts.into_iter().map(|(n, f)| (n, f())).collect()
+    }
+
+    /// Re-reads the inventory file. A broken file is reported and the running configuration
+    /// kept; a good one is applied by every service (consoles start, stop or reconfigure,
+    /// discovery follows the new devices, power keeps or rebuilds its queues).
+    pub async fn reload(&self) -> Result<(), DaemonError> {
+        let path = self.inventory_path.clone();
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Inventory::load(&p))
+            .await
+            .map_err(|e| DaemonError::Service {
+                service: "reload",
+                message: e.to_string(),
+            })?;
+        let inv = match loaded {
+            Ok(inv) => Arc::new(inv),
+            Err(e) => {
+                tracing::error!(inventory = %path.display(), "reload refused, keeping the running configuration:\n{e}");
+                return Err(e.into());
+            }
+        };
+        let handlers = lock(&self.reloads).clone();
+        for (name, f) in handlers {
+            tracing::debug!(service = name, "applying the reloaded inventory");
+            f(inv.clone()).await;
+        }
+        self.inventory.send_replace(inv);
+        tracing::info!(inventory = %path.display(), "inventory reloaded");
+        Ok(())
     }
 }
 
@@ -112,6 +196,9 @@ impl Daemon {
             consoles: Arc::new(ConsoleRegistry::new()),
             control: Arc::new(Handlers::new()),
             shutdown: CancellationToken::new(),
+            power: Arc::new(PowerControl::new()),
+            reloads: Mutex::new(Vec::new()),
+            status_parts: Mutex::new(Vec::new()),
         });
         Self {
             services,
@@ -128,15 +215,21 @@ impl Daemon {
         &self.services
     }
 
-    /// Adds a service, started after the consoles and the metrics endpoint and before the
-    /// control socket opens.
+    /// Adds a service, started after the built-in ones and before the control socket opens.
     pub fn with_service(mut self, s: Box<dyn Service>) -> Self {
         self.extra.push(s);
         self
     }
 
-    /// Starts everything; returns once the consoles are started and the control socket
-    /// accepts connections.
+    /// Drives the `sim` PDU `pdu` (a `[[pdu]]` with `driver = "sim"` and no `url`) through an
+    /// in-process simulator whose outlets power simulated boards (`labd demo`, tests).
+    pub fn with_sim_pdu(self, pdu: PduName, sim: labd_hw_fixtures::simpdu::SimPdu) -> Self {
+        self.services.power.attach_sim(pdu, sim);
+        self
+    }
+
+    /// Starts everything; returns once the consoles are started, discovery has applied the
+    /// initial enumeration, and the control socket accepts connections.
     pub async fn start(self) -> Result<RunningDaemon, DaemonError> {
         let inv = self.services.inventory();
         let state = &inv.worker.state_dir;
@@ -151,8 +244,12 @@ impl Daemon {
         );
         // The control socket comes last, so every request kind is registered (and every
         // service ready) before the first client is accepted; it is also the first to stop.
-        let mut all: Vec<Box<dyn Service>> =
-            vec![Box::new(ConsoleService), Box::new(MetricsService)];
+        let mut all: Vec<Box<dyn Service>> = vec![
+            Box::new(ConsoleService),
+            Box::new(MetricsService),
+            Box::new(discovery::DiscoveryService),
+            Box::new(power::PowerDaemonService),
+        ];
         all.extend(self.extra);
         all.push(Box::new(ControlService));
         let mut running = RunningDaemon {
@@ -191,21 +288,9 @@ impl RunningDaemon {
         &self.services
     }
 
-    /// Re-reads the inventory file. A broken file is reported and the running configuration
-    /// kept; a good one is handed to every service (consoles start/stop/reconfigure).
-    pub fn reload(&self) -> Result<(), DaemonError> {
-        let path = self.services.inventory_path.clone();
-        match Inventory::load(&path) {
-            Ok(inv) => {
-                tracing::info!(inventory = %path.display(), "inventory reloaded");
-                self.services.inventory.send_replace(Arc::new(inv));
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(inventory = %path.display(), "reload refused, keeping the running configuration:\n{e}");
-                Err(e.into())
-            }
-        }
+    /// Re-reads the inventory (see [`Services::reload`]).
+    pub async fn reload(&self) -> Result<(), DaemonError> {
+        self.services.reload().await
     }
 
     /// Stops every service, last started first.
@@ -219,25 +304,10 @@ impl RunningDaemon {
         tracing::info!("labd agent stopped");
     }
 
-    /// Runs until SIGTERM or SIGINT (then stops cleanly); SIGHUP reloads the inventory.
+    /// Runs until SIGTERM or SIGINT (then stops cleanly); SIGHUP reloads the inventory. Talks
+    /// to systemd when `NOTIFY_SOCKET` is set (see [`MainLoop`]).
     pub async fn run_until_signal(self) -> Result<(), DaemonError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the inventory");
-                    let _ = self.reload();
-                }
-                _ = self.services.shutdown.cancelled() => break,
-            }
-        }
-        self.stop().await;
-        Ok(())
+        MainLoop::from_env().run(self).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `status` and `ping` control requests.
+//! The `status` and `ping` control requests. `status` carries the consoles, the inventory's
+//! device count, and what other services add (`power`, `discovery`).
 
 use std::sync::Arc;
 
@@ -18,8 +19,16 @@ pub(super) fn register(services: &Arc<Services>) {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     consoles: s.consoles.statuses(),
                 };
-                serde_json::to_value(reply)
-                    .map_err(|e| crate::control::ControlError::BadReply(e.to_string()))
+                let mut v = serde_json::to_value(reply)
+                    .map_err(|e| crate::control::ControlError::BadReply(e.to_string()))?;
+                // Other services' parts: `power`, `discovery`, ...
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("devices".into(), s.inventory().devices.len().into());
+                    for (name, part) in s.status_parts() {
+                        m.insert(name.into(), part);
+                    }
+                }
+                Ok(v)
             }
         }),
     );

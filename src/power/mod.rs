@@ -7,6 +7,7 @@
 //! nothing here knows about jobs (a job passes an event sender to get its log lines).
 
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod drivers;
 pub mod error;

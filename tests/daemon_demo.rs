@@ -1,0 +1,94 @@
+//! `labd demo` followed as its printed instructions say: the simulated PDU really powers the
+//! simulated boards, so `labd power BOARD reboot` (through the demo's daemon) and the printed
+//! pdudaemon `curl` line each make a board boot again on its console.
+
+mod daemon_support;
+
+use std::time::Duration;
+
+use daemon_support::*;
+
+const T: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_boards_reboot_through_the_demo_pdu() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("demo");
+    let out_path = dir.path().join("demo.out");
+    let _demo = labd_hw_fixtures::ChildGuard::new(
+        "labd demo",
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args(["demo", "--boards", "2", "--exit-after", "60s", "--dir"])
+            .arg(&state)
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let out = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let booted = |board: &str| {
+        out()
+            .matches(&format!("[{board}] [    0.000000] Linux version 6.1.0-sim"))
+            .count()
+    };
+    wait_until(T, "both boards booted", || {
+        booted("demo-bbb01") == 1 && booted("demo-rpi02") == 1
+    })
+    .await;
+    let o = out();
+    let inv = state.join("inventory.toml");
+
+    // The printed `labd power ... reboot` line, run as printed.
+    let line = o
+        .lines()
+        .find(|l| l.contains(" power demo-bbb01 reboot -c "))
+        .unwrap_or_else(|| panic!("{o}"));
+    assert!(line.ends_with(&inv.display().to_string()), "{line}");
+    let power = tokio::task::spawn_blocking({
+        let inv = inv.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+                .args(["power", "demo-bbb01", "reboot", "-c"])
+                .arg(&inv)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&power);
+    assert!(power.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "demo-bbb01: on (read back)\n");
+    wait_until(T, "demo-bbb01 booted again", || booted("demo-bbb01") == 2).await;
+    assert_eq!(booted("demo-rpi02"), 1, "only the rebooted board restarted");
+
+    // The printed pdudaemon curl line, as a LAVA device dictionary would call it.
+    let curl_line = o
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl '"))
+        .unwrap_or_else(|| panic!("{o}"));
+    let url = curl_line
+        .trim()
+        .trim_start_matches("curl '")
+        .trim_end_matches('\'');
+    assert!(
+        url.contains("hostname=") && url.contains("/power/control/reboot?"),
+        "{url}"
+    );
+    // The second board's outlet, by the table the demo printed.
+    let outlet = o
+        .lines()
+        .find(|l| l.trim_start().starts_with("demo-rpi02"))
+        .and_then(|l| l.split("outlet ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{o}"));
+    let url = url
+        .split("&port=")
+        .next()
+        .map(|head| format!("{head}&port={outlet}&delay=1"))
+        .unwrap();
+    let (head, _body) = curl(&url).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    wait_until(T, "demo-rpi02 booted again", || booted("demo-rpi02") == 2).await;
+    assert_eq!(booted("demo-bbb01"), 2);
+}

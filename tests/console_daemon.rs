@@ -678,7 +678,7 @@ async fn malformed_control_requests_are_refused_without_harm() {
         (b"{}\n".to_vec(), "string \\\"request\\\" field"),
         (
             b"{\"request\":\"launch-missiles\"}\n".to_vec(),
-            "unknown request \\\"launch-missiles\\\"; known: attach, ping, power, status",
+            "unknown request \\\"launch-missiles\\\"; known: attach, ping, power, run-job, status",
         ),
         (
             b"{\"request\":\"attach\"}\n".to_vec(),

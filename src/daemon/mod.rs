@@ -7,14 +7,16 @@
 //! console registry, the power layer, the control-socket request handlers, the shutdown token.
 //! Built in, in start order: consoles (and their telnet listeners), the metrics endpoint,
 //! discovery (udev or path watching; reopens consoles on replug), power (PDU queues, the
-//! control socket's `power` request, the pdudaemon-compatible listener), the services added
-//! with [`Daemon::with_service`] (job runner, master link), and last the control socket.
+//! control socket's `power` request, the pdudaemon-compatible listener), jobs (the `run-job`
+//! request and the master link, on one runner), the services added with
+//! [`Daemon::with_service`], and last the control socket.
 //!
 //! The main loop ([`RunningDaemon::run_until_signal`]) handles signals and talks to systemd
 //! (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`, `STOPPING=1`).
 
 mod consoles;
 pub mod discovery;
+mod jobs;
 mod mainloop;
 mod power;
 pub mod simlab;
@@ -249,6 +251,7 @@ impl Daemon {
             Box::new(MetricsService),
             Box::new(discovery::DiscoveryService),
             Box::new(power::PowerDaemonService),
+            Box::new(jobs::JobsService),
         ];
         all.extend(self.extra);
         all.push(Box::new(ControlService));

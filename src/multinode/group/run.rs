@@ -54,7 +54,7 @@ pub type GroupLines = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
 /// How to run a group.
 #[derive(Clone)]
 pub struct GroupOptions {
-    /// Sub-job ids are `<base_id>.<sub_id>`, as lava-server numbers them.
+    /// Sub-job ids are `base_id + sub_id` (see [`sub_job_id`]).
     pub base_id: String,
     /// Replaces the inventory's power service (tests and the demo attach simulated PDUs).
     pub power: Option<PowerService>,
@@ -126,6 +126,16 @@ pub fn slave_data(inv: &Inventory, device: &DeviceName) -> Vec<(String, String)>
     data
 }
 
+/// A sub-job's id: `base + sub_id` when the base is a number (lava-server gives every sub-job
+/// its own integer id, and the DUT helpers' cache format expects digits), else
+/// `<base>.<sub_id>`.
+pub fn sub_job_id(base: &str, sub_id: u32) -> String {
+    match base.parse::<u64>() {
+        Ok(n) => n.saturating_add(u64::from(sub_id)).to_string(),
+        Err(_) => format!("{base}.{sub_id}"),
+    }
+}
+
 /// True when `text` is a Multi-Node submission (`protocols: lava-multinode: roles:` with
 /// role requests) rather than a single job.
 pub fn is_group_text(text: &str) -> bool {
@@ -155,7 +165,7 @@ pub async fn run_group(
     let ids: Vec<String> = plan
         .jobs
         .iter()
-        .map(|j| format!("{}.{}", opts.base_id, j.sub_id))
+        .map(|j| sub_job_id(&opts.base_id, j.sub_id))
         .collect();
     plan.assign_ids(&ids);
 

@@ -129,7 +129,7 @@ async fn seed_group_runs_on_simulated_boards_with_a_slave_booted_by_its_master()
     let lab = lab(&BOARDS).await;
     let started = Instant::now();
     let (code, stdout, stderr) = run_job(&lab, GROUP).await;
-    println!("{stdout}");
+    println!("{stdout}\n{stderr}");
     assert_eq!(code, 0, "exit status");
     assert!(started.elapsed() < Duration::from_secs(300));
 

@@ -92,3 +92,50 @@ async fn demo_boards_reboot_through_the_demo_pdu() {
     wait_until(T, "demo-rpi02 booted again", || booted("demo-rpi02") == 2).await;
     assert_eq!(booted("demo-bbb01"), 2);
 }
+
+/// `labd demo` with no options runs to its end: the demo job on the first board, then the
+/// Multi-Node group (two servers, a master booting a slave after the lava_ms_* handshake),
+/// and exits 0 only when both completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_demo_job_and_the_multinode_group() {
+    labd_hw_fixtures::require_program("curl").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args([
+                "demo",
+                "--boards",
+                "1",
+                "--quiet",
+                "--exit-after",
+                "1s",
+                "--dir",
+            ])
+            .arg(&state)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("demo job: complete"), "{stdout}");
+    assert!(
+        stdout.contains("0_smoke     two-plus-two  pass"),
+        "{stdout}"
+    );
+    for head in [
+        "[server 10] on grp-srv1: Complete",
+        "[server 11] on grp-srv2: Complete",
+        "[client 12] on grp-master: Complete",
+        "[slave 13] on grp-slave: Complete",
+        "0_client    power-on-slave  pass",
+        "0_slave     booted-by-master  pass",
+        "group: 4 of 4 sub-jobs Complete",
+    ] {
+        assert!(stdout.contains(head), "no {head:?} in\n{stdout}");
+    }
+}

@@ -23,9 +23,16 @@ pub struct Args {
     /// State directory (default: a fresh temporary directory, removed at the end).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Stop by itself after this long (e.g. `30s`); default: run until Ctrl-C.
+    /// Keep the daemon up this long (e.g. `30s`) before the demo jobs; default: until the
+    /// boards have booted (with `--stay`: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub exit_after: Option<Duration>,
+    /// Keep the daemon running until Ctrl-C before the demo jobs.
+    #[arg(long)]
+    pub stay: bool,
+    /// Do not run the demo jobs (the single job, then the Multi-Node group).
+    #[arg(long)]
+    pub no_jobs: bool,
     /// Do not print the boards' console output here.
     #[arg(long)]
     pub quiet: bool,
@@ -115,7 +122,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(d) => (d.clone(), false),
         None => (default_dir(), true),
     };
-    let lab = SimLab::build(args.boards, dir, remove)?;
+    let mut lab = SimLab::build(args.boards, dir, remove)?;
+    lab.serve_pdu().await?;
     let running = lab.start().await?;
     let exe = std::env::args()
         .next()
@@ -136,9 +144,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let until = async {
-        match args.exit_after {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+        match (args.exit_after, args.stay) {
+            (Some(d), _) => tokio::time::sleep(d).await,
+            (None, true) => std::future::pending().await,
+            (None, false) => tokio::time::sleep(Duration::from_secs(8)).await,
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -147,9 +156,77 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    println!("\nlabd demo: stopping");
+    println!("\nlabd demo: stopping the daemon");
     running.stop().await;
+    let status = if args.no_jobs {
+        0
+    } else {
+        demo_jobs(&lab).await?
+    };
     drop(lab);
     println!("labd demo: stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(status))
+}
+
+/// The demo job on the first board.
+const DEMO_JOB: &str = include_str!("../../examples/jobs/demo-sim-uboot.yaml");
+/// The Multi-Node group on the group boards.
+const DEMO_GROUP: &str = include_str!("../../examples/jobs/demo-group.yaml");
+
+/// Runs labd's main job (the single demo job, then the Multi-Node group) on the lab, in this
+/// process as `labd run-job` does without a daemon; 0 when both completed.
+async fn demo_jobs(lab: &SimLab) -> anyhow::Result<u8> {
+    use crate::jobs::runner::summary::{render_line, results_of, results_table};
+    use crate::jobs::runner::{Health, JobLog, JobRequest, LocalBoard, run_job};
+    use std::sync::{Arc, Mutex};
+
+    let inv = Arc::new(crate::inventory::Inventory::load(&lab.inventory_path())?);
+    let first = &lab.boards[0].name;
+    println!(
+        "\nlabd demo: the demo job (examples/jobs/demo-sim-uboot.yaml) on {first}: power on, \
+         interrupt U-Boot, boot, log in, run a test definition\n"
+    );
+    let work_dir = inv.worker.state_dir.join("jobs").join("1");
+    std::fs::create_dir_all(&work_dir)?;
+    let local = LocalBoard::start(inv.clone(), first, None, None).await?;
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let r = results.clone();
+    let prefix = format!("[job 1 {first}]");
+    let log = JobLog::new(
+        Some(&work_dir.join("output.yaml")),
+        Some(Box::new(move |l: &str| {
+            if let Some(v) = results_of(l) {
+                r.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            }
+            if let Some(s) = render_line(l) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{prefix} {s}");
+            }
+        })),
+    );
+    let req = JobRequest {
+        id: "1".into(),
+        definition: DEMO_JOB.into(),
+        device: local.setup.clone(),
+        work_dir,
+        log,
+        cancel: tokio_util::sync::CancellationToken::new(),
+    };
+    let report = run_job(&local.env, req).await;
+    local.stop().await;
+    let single = report.health == Health::Complete;
+    println!();
+    print!(
+        "{}",
+        results_table(&results.lock().unwrap_or_else(|e| e.into_inner()))
+    );
+    println!("demo job: {}", report.health.as_str());
+
+    println!(
+        "\nlabd demo: the Multi-Node group (examples/jobs/demo-group.yaml): two servers, a \
+         client that boots a slave board after the lava_ms_* handshake, labd's own coordinator\n"
+    );
+    let opts = crate::multinode::group::GroupOptions::new("10");
+    let group = crate::multinode::group::print::run_and_print(inv, DEMO_GROUP, opts, false).await?;
+    Ok(if single && group == 0 { 0 } else { 1 })
 }

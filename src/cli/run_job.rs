@@ -1,5 +1,6 @@
-//! `labd run-job JOB.yaml --device NAME`: runs a LAVA job with no master. With a daemon
-//! running (its control socket answers), the daemon runs it on its own consoles and power and
+//! `labd run-job JOB.yaml [--device NAME]`: runs a LAVA job with no master (a Multi-Node
+//! submission runs as a whole group on boards chosen from the inventory: `multinode::group`).
+//! For a single job, with a daemon running (its control socket answers), the daemon runs it on its own consoles and power and
 //! streams the log back; otherwise this process starts the device's console and power itself.
 //! The log is shown as it comes, then a results table; the exit status is 0 for Complete, 1
 //! for Incomplete, 2 for Canceled.
@@ -18,14 +19,17 @@ use crate::jobs::log::LogValue;
 use crate::jobs::runner::service::{JobEnd, RunJobRequest, local_job_id, run_remote};
 use crate::jobs::runner::summary::{render_line, results_of, results_table};
 use crate::jobs::runner::{Health, JobLog, JobRequest, LocalBoard, run_job};
+use crate::multinode::group::GroupOptions;
+use crate::multinode::group::print::run_and_print;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job definition (LAVA V2 YAML).
     pub job: PathBuf,
-    /// The inventory device to run it on.
+    /// The inventory device to run it on (not for a Multi-Node submission: its boards are
+    /// chosen from the inventory by device_type and tags).
     #[arg(long, short = 'd')]
-    pub device: String,
+    pub device: Option<String>,
     #[command(flatten)]
     pub inventory: InventoryArg,
     /// The daemon's control socket (default: `labd.sock` in the inventory's state_dir).
@@ -69,6 +73,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let definition = std::fs::read_to_string(&args.job)
         .with_context(|| format!("cannot read the job {}", args.job.display()))?;
     let inv = args.inventory.load()?;
+    if crate::multinode::group::is_group_text(&definition) {
+        // A group runs in this process (its boards' consoles opened here), daemon or not.
+        let mut opts = GroupOptions::new(args.id.clone().unwrap_or_else(local_job_id));
+        let cancel = opts.cancel.clone();
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("labd run-job: interrupted; canceling the group");
+                cancel.cancel();
+            }
+        });
+        opts.patience = std::time::Duration::from_secs(600);
+        let status = run_and_print(Arc::new(inv), &definition, opts, args.raw).await;
+        interrupt.abort();
+        return Ok(ExitCode::from(
+            status.context("labd run-job: the group cannot run")?,
+        ));
+    }
+    let Some(device) = args.device.clone() else {
+        anyhow::bail!(
+            "--device is required for a single job (only a Multi-Node submission chooses its boards)"
+        );
+    };
     let socket = args
         .socket
         .clone()
@@ -82,7 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     } else {
         let req = RunJobRequest {
-            device: args.device.clone(),
+            device: device.clone(),
             definition: definition.clone(),
             id: Some(id.clone()),
         };
@@ -111,7 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let end = match end {
         Some(e) => e,
-        None => run_local(&args, Arc::new(inv), definition, id, printer.clone()).await?,
+        None => run_local(&device, Arc::new(inv), definition, id, printer.clone()).await?,
     };
     let results = printer
         .lock()
@@ -142,7 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_local(
-    args: &Args,
+    device: &str,
     inv: Arc<crate::inventory::Inventory>,
     definition: String,
     id: String,
@@ -151,7 +177,7 @@ async fn run_local(
     let work_dir = inv.worker.state_dir.join("jobs").join(&id);
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
-    let local = LocalBoard::start(inv, &args.device, None, None).await?;
+    let local = LocalBoard::start(inv, device, None, None).await?;
     let p = printer.clone();
     let log = JobLog::new(
         Some(&work_dir.join("output.yaml")),

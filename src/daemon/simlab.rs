@@ -46,7 +46,39 @@ pub struct SimLabBoard {
     pub outlet: u32,
     /// What the board does, for the user.
     pub note: &'static str,
+    pub device_type: &'static str,
+    pub tags: &'static [&'static str],
+    /// A board of the demo's Multi-Node group (not switched on with the others).
+    pub group: bool,
 }
+
+/// The Multi-Node group boards (`examples/jobs/demo-group.yaml`): name, type, tags, note.
+const GROUP_BOARDS: [(&str, &str, &[&str], &str); 4] = [
+    (
+        "grp-srv1",
+        "labd-sim",
+        &["usb-otg"],
+        "Multi-Node group: server",
+    ),
+    (
+        "grp-srv2",
+        "labd-sim",
+        &["usb-otg"],
+        "Multi-Node group: server",
+    ),
+    (
+        "grp-master",
+        "labd-sim-master",
+        &[],
+        "Multi-Node group: client, master of grp-slave",
+    ),
+    (
+        "grp-slave",
+        "labd-sim-slave",
+        &[],
+        "Multi-Node group: slave, booted by grp-master",
+    ),
+];
 
 /// The simulated lab.
 pub struct SimLab {
@@ -57,6 +89,9 @@ pub struct SimLab {
     pub pdu_name: PduName,
     /// The pdudaemon-compatible listener's port on 127.0.0.1.
     pub pdudaemon_port: u16,
+    /// The PDU's own HTTP API (see [`Self::serve_pdu`]): the daemon and the group's master
+    /// board reach it there.
+    pub pdu_server: Option<labd_hw_fixtures::simpdu::http::SimPduServer>,
     remove_on_drop: bool,
 }
 
@@ -101,7 +136,7 @@ impl SimLab {
             path: dev_dir.clone(),
             source,
         })?;
-        let pdu = SimPdu::new(PDU_NAME, u32::from(n).max(8));
+        let pdu = SimPdu::new(PDU_NAME, (u32::from(n) + GROUP_BOARDS.len() as u32).max(8));
         let mut boards = Vec::new();
         for i in 0..n {
             let name = format!("demo-{}{:02}", NAMES[i as usize % NAMES.len()], i + 1);
@@ -133,6 +168,31 @@ impl SimLab {
                 telnet_port: labd_hw_fixtures::free_tcp_port(),
                 outlet,
                 note,
+                device_type: "labd-sim",
+                tags: &[],
+                group: false,
+            });
+        }
+        for (i, (name, device_type, tags, note)) in GROUP_BOARDS.into_iter().enumerate() {
+            let mut script = BoardScript::uboot_linux(name);
+            script.login = None;
+            let board =
+                SimBoard::spawn(name, &dev_dir, script).map_err(|source| SimLabError::Io {
+                    what: "cannot create the simulated board",
+                    path: dev_dir.join(name),
+                    source,
+                })?;
+            let outlet = u32::from(n) + i as u32 + 1;
+            wire_outlet(&pdu, outlet, board.control());
+            boards.push(SimLabBoard {
+                name: name.to_string(),
+                board,
+                telnet_port: labd_hw_fixtures::free_tcp_port(),
+                outlet,
+                note,
+                device_type,
+                tags,
+                group: true,
             });
         }
         Ok(Self {
@@ -145,8 +205,24 @@ impl SimLab {
                 source: std::io::Error::other(e.to_string()),
             })?,
             pdudaemon_port: labd_hw_fixtures::free_tcp_port(),
+            pdu_server: None,
             remove_on_drop,
         })
+    }
+
+    /// Serves the PDU's HTTP API on a free loopback port; the inventory then names it as the
+    /// PDU's `url` (call before writing the inventory).
+    pub async fn serve_pdu(&mut self) -> Result<String, SimLabError> {
+        let server = labd_hw_fixtures::simpdu::http::SimPduServer::start(self.pdu.clone())
+            .await
+            .map_err(|source| SimLabError::Io {
+                what: "cannot serve the simulated PDU",
+                path: PathBuf::from("127.0.0.1:0"),
+                source,
+            })?;
+        let url = server.url();
+        self.pdu_server = Some(server);
+        Ok(url)
     }
 
     pub fn inventory_path(&self) -> PathBuf {
@@ -165,21 +241,33 @@ impl SimLab {
             t,
             "[power]\npdudaemon_listen = \"127.0.0.1:{}\"\nreboot_delay = \"2s\"\n\n\
              [[pdu]]\nname = \"{}\"\ndriver = \"sim\"   # in-process: its outlets power the simulated boards\n\
-             outlets = {}\nretries = 2\nretry_delay = \"200ms\"\ntimeout = \"5s\"\n",
+             outlets = {}\nretries = 2\nretry_delay = \"200ms\"\ntimeout = \"5s\"\n{}",
             self.pdudaemon_port,
             self.pdu_name,
-            self.pdu.outlet_count()
+            self.pdu.outlet_count(),
+            self.pdu_server
+                .as_ref()
+                .map_or(String::new(), |s| format!("url = \"{}\"\n", s.url()))
         );
         for b in &self.boards {
             let _ = writeln!(
                 t,
-                "[[device]]\nname = \"{}\"\ndevice_type = \"labd-sim\"\n[device.console]\ntty = \"{}\"\nbaud = 115200\nlisten = {}\n\
-                 [device.power]\npdu = \"{}\"\noutlet = {}\n",
+                "[[device]]\nname = \"{}\"\ndevice_type = \"{}\"\ntags = [{}]\n[device.console]\ntty = \"{}\"\nbaud = 115200\nlisten = {}\n\
+                 [device.power]\npdu = \"{}\"\noutlet = {}\n\
+                 [device.boot]\nmethods = [\"minimal\", \"u-boot\"]\nbootloader_prompt = \"=> \"\n\
+                 results_dir = \"{}/lava-%s\"\n",
                 b.name,
+                b.device_type,
+                b.tags
+                    .iter()
+                    .map(|t| format!("\"{t}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 b.board.tty_path().display(),
                 b.telnet_port,
                 self.pdu_name,
-                b.outlet
+                b.outlet,
+                self.state_dir.display()
             );
         }
         t
@@ -209,14 +297,15 @@ impl SimLab {
         Ok(self.daemon()?.start().await?)
     }
 
-    /// Switches every board's outlet on through the daemon's power queue, `stagger` apart.
+    /// Switches every board's outlet on through the daemon's power queue, `stagger` apart
+    /// (not the Multi-Node group's boards: their jobs power them).
     pub async fn power_on_all(
         &self,
         services: &Services,
         stagger: Duration,
     ) -> Vec<Result<PowerOutcome, PowerError>> {
         let mut out = Vec::new();
-        for (i, b) in self.boards.iter().enumerate() {
+        for (i, b) in self.boards.iter().filter(|b| !b.group).enumerate() {
             if i > 0 && !stagger.is_zero() {
                 tokio::time::sleep(stagger).await;
             }

@@ -102,9 +102,14 @@ impl MultinodeFactory for LabdMultinode {
         job: &JobDefinition,
         job_id: &str,
     ) -> Result<Option<Box<dyn MultinodeProtocol>>, LavaError> {
+        let roles: Vec<(String, String)> = job
+            .multinode()
+            .map(|mn| mn.assigned_roles().into_iter().collect())
+            .unwrap_or_default();
         Ok(self.params_for(job, job_id)?.map(|p| {
             Box::new(RunnerProtocol {
                 session: MultinodeSession::new(self.settings.clone(), p),
+                roles,
             }) as Box<dyn MultinodeProtocol>
         }))
     }
@@ -113,6 +118,8 @@ impl MultinodeFactory for LabdMultinode {
 /// One job's protocol for the runner.
 struct RunnerProtocol {
     session: MultinodeSession,
+    /// `(job id, role)` of every member, from the sub-job's `roles` (for `lava-group`).
+    roles: Vec<(String, String)>,
 }
 
 /// LAVA's exception class for a coordinator failure.
@@ -127,6 +134,21 @@ pub fn lava_error(e: &CoordinatorError) -> LavaError {
 }
 
 impl MultinodeProtocol for RunnerProtocol {
+    fn helper_files(&self, results_dir: &str, sh: &str) -> Vec<(String, String)> {
+        let p = self.session.params();
+        let mut params = super::dut::DutParams::new(
+            p.job_id.clone(),
+            p.role.clone(),
+            self.roles.clone(),
+            results_dir,
+        );
+        params.shell = sh.to_string();
+        super::dut::helper_scripts(&params)
+            .into_iter()
+            .map(|h| (h.name.to_string(), h.contents))
+            .collect()
+    }
+
     fn set_up<'a>(&'a mut self, log: &'a JobLog) -> BoxFut<'a, Result<(), LavaError>> {
         Box::pin(async move {
             let p = self.session.params();

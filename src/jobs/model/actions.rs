@@ -41,8 +41,9 @@ macro_rules! action_block {
             namespace: Option<String>,
             #[serde(rename = "connection-namespace")]
             connection_namespace: Option<String>,
+            /// A list in a submission; a string in the sub-jobs lava-server hands workers.
             #[serde(default)]
-            role: Vec<String>,
+            role: super::util::StringList,
             timeout: Option<Timeout>,
             #[serde(default)]
             timeouts: BTreeMap<String, Timeout>,
@@ -58,7 +59,7 @@ macro_rules! action_block {
                 ActionCommon {
                     namespace: self.namespace.clone(),
                     connection_namespace: self.connection_namespace.clone(),
-                    role: self.role.clone(),
+                    role: self.role.0.clone(),
                     timeout: self.timeout,
                     timeouts: self.timeouts.clone(),
                     failure_retry: self.failure_retry,

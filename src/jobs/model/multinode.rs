@@ -43,6 +43,8 @@ pub struct MultinodeProtocol {
     pub request: Option<String>,
     pub expect_role: Option<String>,
     pub essential: Option<bool>,
+    /// Master/slave boot (`lava_ms_*`): this role's board is booted by another board.
+    pub is_slave: Option<bool>,
     pub environment: Option<serde_norway::Value>,
     pub context: Option<serde_norway::Value>,
     pub tags: Option<Vec<String>>,

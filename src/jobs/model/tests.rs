@@ -447,3 +447,48 @@ fn fuzz_entry_point_survives_seeds() {
         crate::jobs::model::fuzz_job_yaml(seed.as_bytes());
     }
 }
+
+/// The form lava-server hands a worker: `role:` a string in each action, `is_slave` kept in
+/// the protocol block.
+const SUB_JOB_STRING_ROLE: &str = r#"
+job_name: sub-job
+device_type: labd-sim-slave
+timeouts: {job: {minutes: 10}, action: {minutes: 2}}
+visibility: public
+priority: medium
+protocols:
+  lava-multinode:
+    target_group: 8c6e5d3e-0d7e-4f1c-9b1a-2f3c4d5e6f70
+    role: slave
+    roles: {'903': slave, '902': client}
+    group_size: 2
+    sub_id: 1
+    is_slave: true
+    timeout: {minutes: 4}
+actions:
+- boot:
+    role: slave
+    method: minimal
+    reset: false
+    prompts: ['# ']
+"#;
+
+#[test]
+fn string_role_and_is_slave_parse() {
+    let job = JobDefinition::parse_and_validate(SUB_JOB_STRING_ROLE).unwrap();
+    let Action::Boot(b) = &job.actions[0] else {
+        panic!()
+    };
+    assert_eq!(b.common.role, ["slave"]);
+    assert_eq!(b.reset, Some(false));
+    let mn = job.multinode().unwrap();
+    assert_eq!(mn.is_slave, Some(true));
+    assert_eq!(mn.role.as_deref(), Some("slave"));
+    // A list still parses; a number is refused.
+    let listed =
+        SUB_JOB_STRING_ROLE.replace("role: slave\n    method", "role: [slave]\n    method");
+    let job = JobDefinition::parse_and_validate(&listed).unwrap();
+    assert_eq!(job.actions[0].common().role, ["slave"]);
+    let bad = SUB_JOB_STRING_ROLE.replace("role: slave\n    method", "role: 3\n    method");
+    assert!(JobDefinition::parse_and_validate(&bad).is_err());
+}

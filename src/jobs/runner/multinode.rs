@@ -54,6 +54,12 @@ pub trait MultinodeProtocol: Send {
         })
     }
 
+    /// Extra executable helpers for the test shell's `bin/` (`lava-send`, `lava-wait`...):
+    /// `(file name, contents)`, for the results directory `results_dir` and shell `sh`.
+    fn helper_files(&self, _results_dir: &str, _sh: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// At the end of the job, whatever its outcome (clear the group).
     fn finalise<'a>(&'a mut self, _log: &'a JobLog) -> BoxFut<'a, ()> {
         Box::pin(async {})

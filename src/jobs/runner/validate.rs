@@ -208,11 +208,20 @@ pub(super) fn prepare(ctx: &Ctx<'_>, st: &mut State) -> Result<(), LavaError> {
         st.stages.insert(index, stage);
         stage += 1;
     }
-    if stage > 0 {
-        st.overlay = Some(overlay);
-    }
     if let Some(f) = &ctx.env.multinode {
         st.multinode = f.for_job(ctx.job, ctx.job_id)?;
+    }
+    if let Some(mn) = &st.multinode {
+        for (name, content) in mn.helper_files(&results_dir, &overlay.sh) {
+            overlay.files.push(crate::jobs::shell::OverlayFile {
+                path: format!("{results_dir}/bin/{name}"),
+                content: content.into_bytes(),
+                executable: true,
+            });
+        }
+    }
+    if stage > 0 {
+        st.overlay = Some(overlay);
     }
     Ok(())
 }

@@ -3,10 +3,13 @@
 
 pub mod allocate;
 pub mod plan;
+pub mod print;
+pub mod run;
 pub mod split;
 
 pub use allocate::{Allocation, Candidate, Requirement, Reservations, Reserved};
 pub use plan::GroupPlan;
+pub use run::{GroupOptions, GroupRunError, SubJobEnd, is_group_text, run_group};
 pub use split::{SubJob, assign_roles, is_multinode_submission, parse_submission, split};
 
 /// Why a group cannot be split or placed.

@@ -1,6 +1,7 @@
 //! `labd run-job JOB.yaml [--device NAME]`: runs a LAVA job with no master (a Multi-Node
 //! submission runs as a whole group on boards chosen from the inventory: `multinode::group`).
-//! For a single job, with a daemon running (its control socket answers), the daemon runs it on its own consoles and power and
+//! For a single job, with a daemon running (its control socket answers), the daemon runs it on
+//! its own consoles and power and
 //! streams the log back; otherwise this process starts the device's console and power itself.
 //! The log is shown as it comes, then a results table; the exit status is 0 for Complete, 1
 //! for Incomplete, 2 for Canceled.

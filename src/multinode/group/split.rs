@@ -74,8 +74,8 @@ impl SubJob {
 impl SubJob {
     /// The sub-job as YAML for labd's job runner: `is_slave` (a labd extension that LAVA 2023's
     /// job schema does not have) is left out, the runner's Multi-Node hook is told instead;
-    /// each action's `role: name` becomes `role: [name]`, the only form labd's job model
-    /// accepts so far (lava-server hands workers the string form).
+    /// each action's `role: name` becomes `role: [name]` (the job model accepts both; the
+    /// list is the submission's form).
     pub fn runner_yaml(&self) -> Result<String, GroupError> {
         let mut job = self.clone();
         if let Some(Value::Sequence(actions)) = job.definition.get_mut("actions") {

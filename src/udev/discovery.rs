@@ -132,10 +132,13 @@ impl Discovery {
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
-        let (wake_rx, wake_tx) = nix::unistd::pipe().map_err(|e| UdevError::Thread {
-            what: "discovery",
-            source: e.into(),
-        })?;
+        // Close-on-exec: a child spawned later (a board's shell, qemu, a power command) must not
+        // inherit the write end, or closing ours would never wake the thread to stop.
+        let (wake_rx, wake_tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| UdevError::Thread {
+                what: "discovery",
+                source: e.into(),
+            })?;
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker = Worker {

@@ -751,7 +751,8 @@ async fn demo_runs_a_simulated_lab_that_can_be_attached() {
     })
     .await;
     let o = out();
-    assert!(o.contains("labd demo: 2 simulated boards"), "{o}");
+    // Two demo boards plus the four boards of the Multi-Node group.
+    assert!(o.contains("labd demo: 6 simulated boards"), "{o}");
     assert!(
         o.contains(&format!(
             "console demo-bbb01 -c {}",

@@ -151,14 +151,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = until => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    // Ctrl-C or SIGTERM ends the demo; only the end of the wait goes on to the jobs.
+    let interrupted = tokio::select! {
+        _ = until => false,
+        _ = tokio::signal::ctrl_c() => true,
+        _ = term.recv() => true,
+    };
     println!("\nlabd demo: stopping the daemon");
     running.stop().await;
-    let status = if args.no_jobs {
+    let status = if args.no_jobs || interrupted {
         0
     } else {
         demo_jobs(&lab).await?

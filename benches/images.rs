@@ -100,10 +100,12 @@ fn pipelines(urls: &[String], decoder: &str, outs: &[PathBuf]) -> Command {
     c
 }
 
-/// The fastest pipeline doing labd's work too: sha256 of the download and of the output.
+/// The fastest pipeline doing labd's work too: sha256 of the download and of the output
+/// (`openssl`, which uses the CPU's SHA instructions as labd does; coreutils' sha256sum does
+/// not and would make the reference look slow).
 fn hashing_pipeline(url: &str, decoder: &str, out: &Path) -> Command {
     let script = format!(
-        "curl -sS --fail '{url}' | tee >(sha256sum > /dev/null) | {decoder} | tee '{}' | sha256sum > /dev/null",
+        "curl -sS --fail '{url}' | tee >(openssl sha256 > /dev/null) | {decoder} | tee '{}' | openssl sha256 > /dev/null",
         out.display()
     );
     let mut c = Command::new("bash");
@@ -124,6 +126,23 @@ fn labd_fetch(urls: &[String], outs: &[PathBuf], cache: &Path) -> Command {
     c.args(urls);
     for o in outs {
         c.arg("-o").arg(o);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// `cmd` confined to the first `cores` CPUs (`taskset`): how throughput scales with cores,
+/// which the unconfined figures cannot show once one image already keeps every core busy.
+fn pinned(cmd: Command, cores: usize) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(format!("0-{}", cores.saturating_sub(1)));
+    c.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
     }
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -159,7 +178,9 @@ fn main() -> anyhow::Result<()> {
             concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-images").into()
         }));
     std::fs::create_dir_all(&dir)?;
-    for prog in ["curl", "gzip", "pigz", "xz", "zstd", "bzip2"] {
+    for prog in [
+        "curl", "gzip", "pigz", "xz", "zstd", "bzip2", "openssl", "taskset",
+    ] {
         labd_hw_fixtures::require_program(prog)?;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -227,6 +248,9 @@ fn main() -> anyhow::Result<()> {
     let mut summary = String::new();
     summary.push_str(
         "| format | pipeline | MB/s | peak RSS MiB | labd / best CLI | load |\n|---|---|---|---|---|---|\n",
+    );
+    let mut per_core = String::from(
+        "| format | 1 image on 1 core MB/s | 2 images on 2 cores MB/s (total) | labd speed-up | CLI speed-up | load |\n|---|---|---|---|---|---|\n",
     );
     let mut scaling = String::new();
     scaling.push_str("| format | images at once | labd MB/s (total) | speed-up vs 1 | CLI MB/s (total) | CLI speed-up | labd peak RSS MiB | load |\n|---|---|---|---|---|---|---|---|\n");
@@ -328,9 +352,40 @@ fn main() -> anyhow::Result<()> {
                 lr.max_rss_kib as f64 / 1024.0
             ));
         }
+        if cores >= 2 && outs.len() >= 2 {
+            // One image on one core against two on two: does the work spread over the cores
+            // (the worker-wide decompressor pool sizes itself from the CPUs it may use).
+            let l = load();
+            let one = [url.clone()];
+            let two = [url.clone(), url.clone()];
+            let run = |urls: &[String], n: usize, labd: bool| {
+                best_of(repeat, || {
+                    cleanup(&outs);
+                    let cmd = if labd {
+                        labd_fetch(urls, &outs[..urls.len()], &cache)
+                    } else {
+                        pipelines(urls, fastest_dec, &outs[..urls.len()])
+                    };
+                    measure(pinned(cmd, n))
+                })
+                .map(|r| mbps(size * urls.len() as u64, r.wall))
+            };
+            let (l1, l2) = (run(&one, 1, true)?, run(&two, 2, true)?);
+            let (c1, c2) = (run(&one, 1, false)?, run(&two, 2, false)?);
+            println!(
+                "  per core: labd 1 image on 1 core {l1:.1} MB/s, 2 on 2 cores {l2:.1} MB/s (x{:.2}); {fastest_dec} x{:.2}  (load {l})",
+                l2 / l1,
+                c2 / c1
+            );
+            per_core.push_str(&format!(
+                "| {format} | {l1:.1} | {l2:.1} | **{:.2}** | {:.2} | {l} |\n",
+                l2 / l1,
+                c2 / c1
+            ));
+        }
     }
     cleanup(&outs);
-    let report = format!("{summary}\n{scaling}");
+    let report = format!("{summary}\n{scaling}\n{per_core}");
     std::fs::write(dir.join("results.md"), &report)?;
     println!(
         "\n{report}\n(written to {})",

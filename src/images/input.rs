@@ -1,11 +1,14 @@
 //! The compressed side of the pipeline, in two parts:
 //!
 //! - [`feed`], on the input thread: takes chunks from the source (the async downloader, a local
-//!   file, a cache blob), hashes them, tees them into the cache's temporary file, and passes them
-//!   on. Hashing on arrival, not on consumption, means the digests cover the whole download even
-//!   if a decoder stops early; doing it on its own thread keeps it off the decoder's back.
-//! - [`ChunkReader`], on the decode thread: a `BufRead` over those chunks, with `peek` for the
-//!   magic bytes.
+//!   file, a cache blob), tees them into the cache's temporary file, and passes them on.
+//! - [`ChunkReader`], on the decode thread: hashes every chunk as it arrives and is a `BufRead`
+//!   over them, with `peek` for the magic bytes. The compressed stream is the smaller one, so
+//!   hashing it beside the decoder balances the work with the sink thread, which hashes the
+//!   larger output (with zstd the two threads then take about the same time; see
+//!   docs/images.md). A decoder that stops early fails the fetch, so hashing on consumption
+//!   covers the whole stream whenever the digests are used; [`ChunkReader::finish`] drains
+//!   what a decoder left after its end.
 
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
@@ -30,7 +33,6 @@ pub(crate) enum Source {
 
 /// What the input saw, once the stream is finished.
 pub(crate) struct InputSummary {
-    pub digests: Digests,
     pub total: u64,
     pub tee: Option<TempFile>,
     pub tee_error: Option<String>,
@@ -59,10 +61,9 @@ fn next_chunk(source: &mut Source) -> io::Result<Option<Bytes>> {
     }
 }
 
-/// Reads the whole source: hashes, tees, and forwards every chunk to the decoder.
+/// Reads the whole source: tees and forwards every chunk to the decoder.
 pub(crate) fn feed(
     mut source: Source,
-    mut hashers: Hashers,
     mut tee: Option<TempFile>,
     counters: &Counters,
     out: mpsc::SyncSender<Bytes>,
@@ -71,7 +72,6 @@ pub(crate) fn feed(
     let mut tee_error = None;
     let mut cut_short = false;
     while let Some(chunk) = next_chunk(&mut source)? {
-        hashers.update(&chunk);
         total += chunk.len() as u64;
         counters
             .compressed
@@ -92,7 +92,6 @@ pub(crate) fn feed(
         }
     }
     Ok(InputSummary {
-        digests: hashers.finish(),
         total,
         tee,
         tee_error,
@@ -103,6 +102,7 @@ pub(crate) fn feed(
 /// The decoder's view of the compressed stream.
 pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
+    hashers: Hashers,
     cur: Bytes,
     pos: usize,
     eof: bool,
@@ -111,14 +111,29 @@ pub(crate) struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+    pub fn new(rx: mpsc::Receiver<Bytes>, hashers: Hashers) -> Self {
         Self {
             rx,
+            hashers,
             cur: Bytes::new(),
             pos: 0,
             eof: false,
             consumed: 0,
         }
+    }
+
+    /// The next chunk, hashed; `None` at the end of the stream.
+    fn recv(&mut self) -> Option<Bytes> {
+        let c = self.rx.recv().ok()?;
+        self.hashers.update(&c);
+        Some(c)
+    }
+
+    /// Reads whatever the decoder left after the end of its stream, so that the digests cover
+    /// every byte received, and returns them.
+    pub fn finish(mut self) -> Digests {
+        while self.recv().is_some() {}
+        self.hashers.finish()
     }
 
     /// Offset of the next byte the consumer will read.
@@ -130,9 +145,9 @@ impl ChunkReader {
     pub fn peek(&mut self, n: usize) -> &[u8] {
         while self.cur.len() - self.pos < n && !self.eof {
             let mut merged = self.cur[self.pos..].to_vec();
-            match self.rx.recv() {
-                Ok(c) => merged.extend_from_slice(&c),
-                Err(_) => self.eof = true,
+            match self.recv() {
+                Some(c) => merged.extend_from_slice(&c),
+                None => self.eof = true,
             }
             self.cur = Bytes::from(merged);
             self.pos = 0;
@@ -155,9 +170,9 @@ impl BufRead for ChunkReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos >= self.cur.len() && !self.eof {
             self.pos = 0;
-            match self.rx.recv() {
-                Ok(c) => self.cur = c,
-                Err(_) => {
+            match self.recv() {
+                Some(c) => self.cur = c,
+                None => {
                     self.cur = Bytes::new();
                     self.eof = true;
                 }
@@ -188,30 +203,24 @@ mod tests {
         let tee = TempFile::create_in(dir.path(), "t").unwrap();
         let tee_path = tee.path().to_path_buf();
         let (out, inp) = mpsc::sync_channel(16);
-        let s = feed(
-            Source::Chunks(rx),
-            Hashers::new(false, false),
-            Some(tee),
-            &Counters::default(),
-            out,
-        )
-        .unwrap();
+        let s = feed(Source::Chunks(rx), Some(tee), &Counters::default(), out).unwrap();
         assert_eq!(s.total, 8);
         assert!(!s.cut_short);
-        assert_eq!(
-            s.digests.sha256,
-            super::super::hashing::sha256_hex(b"abcdefgh")
-        );
         assert_eq!(std::fs::read(&tee_path).unwrap(), b"abcdefgh");
-        let mut r = ChunkReader::new(inp);
+        let mut r = ChunkReader::new(inp, Hashers::new(false, false));
         assert!(r.peek(4).starts_with(b"abcd"));
         let mut first = [0u8; 3];
         r.read_exact(&mut first).unwrap();
         assert_eq!(&first, b"abc");
         assert_eq!(r.offset(), 3);
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"defgh");
+        let mut rest = [0u8; 2];
+        r.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"de");
+        // What the consumer did not read is still hashed.
+        assert_eq!(
+            r.finish().sha256,
+            super::super::hashing::sha256_hex(b"abcdefgh")
+        );
     }
 
     #[test]
@@ -223,7 +232,6 @@ mod tests {
         let (out, inp) = mpsc::sync_channel(16);
         let s = feed(
             Source::File(File::open(&p).unwrap()),
-            Hashers::new(true, false),
             None,
             &Counters::default(),
             out,
@@ -231,7 +239,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.total, data.len() as u64);
         let mut got = Vec::new();
-        ChunkReader::new(inp).read_to_end(&mut got).unwrap();
+        let mut r = ChunkReader::new(inp, Hashers::new(true, false));
+        r.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
+        let d = r.finish();
+        assert_eq!(d.sha256, super::super::hashing::sha256_hex(&data));
+        assert!(d.md5.is_some() && d.sha512.is_none());
     }
 }

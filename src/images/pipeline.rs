@@ -1,9 +1,9 @@
 //! The blocking half of a fetch, on three dedicated threads per image:
 //!
 //! - the input thread: takes the compressed chunks (from the downloader, a file or a cache
-//!   blob), hashes them and tees them into the cache's temporary file ([`feed`]);
-//! - the decode thread (it holds the worker-wide decompressor slot): detects or checks the
-//!   format and decodes into 1 MiB buffers;
+//!   blob) and tees them into the cache's temporary file ([`feed`]);
+//! - the decode thread (it holds the worker-wide decompressor slot): hashes the compressed
+//!   chunks, detects or checks the format and decodes into 1 MiB buffers;
 //! - the sink thread: hashes the output and writes it to the destination's temporary file,
 //!   leaving holes for runs of zeros.
 //!
@@ -137,15 +137,13 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     } = job;
     let dest_file = dest.file().map_err(PipelineError::Write)?;
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Bytes>(INPUT_CHUNKS);
-    let reader = ChunkReader::new(chunk_rx);
+    let reader = ChunkReader::new(chunk_rx, Hashers::new(md5, sha512));
 
     let (fed, stages) = std::thread::scope(|s| {
         let counters = &counters;
         let feeder = std::thread::Builder::new()
             .name("labd-image-input".into())
-            .spawn_scoped(s, move || {
-                feed(source, Hashers::new(md5, sha512), cache, counters, chunk_tx)
-            });
+            .spawn_scoped(s, move || feed(source, cache, counters, chunk_tx));
         let stages = decode_and_sink(s, reader, decompress, dest_file, counters);
         let fed = match feeder {
             Ok(h) => h.join().ok(),
@@ -165,18 +163,18 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
         }
         None => return Err(PipelineError::Internal("input thread failed".into())),
     };
-    let (format, output_bytes, output_hash) = stages?;
+    let (format, output_bytes, output_hash, digests) = stages?;
     if summary.cut_short {
         return Err(PipelineError::Internal(
             "the decoder stopped before the end of the stream".into(),
         ));
     }
-    let output_sha256 = output_hash.unwrap_or_else(|| summary.digests.sha256.clone());
+    let output_sha256 = output_hash.unwrap_or_else(|| digests.sha256.clone());
     Ok(Output {
         compression: format,
         compressed_bytes: summary.total,
         output_bytes,
-        digests: summary.digests,
+        digests,
         output_sha256,
         dest,
         cache: summary.tee,
@@ -185,7 +183,9 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     })
 }
 
-type Decoded = (Option<Compression>, u64, Option<String>);
+/// Format, output size, output sha256 (`None` when the output is the input) and the
+/// compressed stream's digests.
+type Decoded = (Option<Compression>, u64, Option<String>, Digests);
 
 /// Format choice and decoding on this thread, hashing and writing on a sink thread. Takes the
 /// reader by value: returning drops it, which tells the input thread to stop if we stopped early.
@@ -212,7 +212,7 @@ fn decode_and_sink<'scope>(
         Err(_) => return Err(PipelineError::Internal("sink thread panicked".into())),
     };
     match decoded {
-        Ok(()) => Ok((format, output_bytes, output_hash)),
+        Ok(()) => Ok((format, output_bytes, output_hash, reader.finish())),
         // Only when the sink failed, which returned above.
         Err(DecodeError::SinkGone) => Err(PipelineError::Internal("sink thread stopped".into())),
         Err(DecodeError::Read(e)) => Err(PipelineError::Decompress {

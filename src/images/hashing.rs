@@ -2,6 +2,9 @@
 //! downloaded, still compressed bytes; sha256 is always computed because it is also the
 //! cache's content address.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
 
@@ -79,6 +82,81 @@ impl Hashers {
     }
 }
 
+/// The compressed stream's digests, advanced in stream order by whichever pipeline thread has
+/// time: the decode thread queues every chunk it receives ([`SharedHash::push`]) and the sink
+/// thread hashes queued chunks whenever it would otherwise wait for output
+/// ([`SharedHash::hash_one`]). With a fast decoder (zstd) the sink often waits, so the input
+/// hash costs the decoder — the critical path — almost nothing; with a slow one (xz) the sink
+/// does all of it. The queue is bounded: past [`SharedHash::MAX_PENDING`] chunks the decode
+/// thread hashes them itself.
+pub(crate) struct SharedHash {
+    /// Chunks received but not hashed yet, in stream order.
+    pending: Mutex<VecDeque<bytes::Bytes>>,
+    /// Whoever holds this lock is the only one popping `pending`, so chunks are hashed in
+    /// order even though two threads take turns.
+    hashers: Mutex<Hashers>,
+}
+
+impl SharedHash {
+    /// Chunks queued before the decode thread hashes them itself (bounds the memory kept
+    /// alive by the queue to a few MiB).
+    pub const MAX_PENDING: usize = 16;
+
+    pub fn new(hashers: Hashers) -> Self {
+        Self {
+            pending: Mutex::new(VecDeque::new()),
+            hashers: Mutex::new(hashers),
+        }
+    }
+
+    /// Queues a chunk; hashes the backlog on this thread when it is too long.
+    pub fn push(&self, chunk: bytes::Bytes) {
+        let backlog = {
+            let mut q = lock(&self.pending);
+            q.push_back(chunk);
+            q.len()
+        };
+        if backlog > Self::MAX_PENDING {
+            let mut h = lock(&self.hashers);
+            while self.hash_next(&mut h) {}
+        }
+    }
+
+    /// Hashes the oldest queued chunk unless another thread is hashing; false when there was
+    /// nothing to do (or no turn to take).
+    pub fn hash_one(&self) -> bool {
+        match self.hashers.try_lock() {
+            Ok(mut h) => self.hash_next(&mut h),
+            Err(std::sync::TryLockError::Poisoned(p)) => self.hash_next(&mut p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
+    fn hash_next(&self, h: &mut Hashers) -> bool {
+        let next = lock(&self.pending).pop_front();
+        match next {
+            Some(c) => {
+                h.update(&c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hashes what is still queued and returns the digests.
+    pub fn finish(&self) -> Digests {
+        let mut h = lock(&self.hashers);
+        while self.hash_next(&mut h) {}
+        std::mem::replace(&mut *h, Hashers::new(false, false)).finish()
+    }
+}
+
+/// A panicking hasher cannot leave the queue or the digests half-updated in a way that matters
+/// (the fetch fails then), so a poisoned lock is simply taken over.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Compares in LAVA's order (md5, sha256, sha512) and fails with LAVA's message.
 pub(crate) fn verify(url: &str, want: &Checksums, got: &Digests) -> Result<(), FetchError> {
     let pairs: [(&'static str, &Option<String>, Option<&String>); 3] = [
@@ -110,6 +188,34 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_hash_keeps_stream_order_across_threads() {
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let shared = SharedHash::new(Hashers::new(true, false));
+        std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                let mut n = 0;
+                for _ in 0..2000 {
+                    if shared.hash_one() {
+                        n += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                n
+            });
+            for c in data.chunks(1000) {
+                shared.push(bytes::Bytes::copy_from_slice(c));
+            }
+            assert!(helper.join().unwrap() > 0, "the helper thread took no turn");
+        });
+        let d = shared.finish();
+        assert_eq!(d.sha256, sha256_hex(&data));
+        let mut md5 = Md5::new();
+        md5.update(&data);
+        assert_eq!(d.md5, Some(hex::encode(md5.finalize())));
+    }
 
     #[test]
     fn digests_of_known_input() {

@@ -2,13 +2,12 @@
 //!
 //! - [`feed`], on the input thread: takes chunks from the source (the async downloader, a local
 //!   file, a cache blob), tees them into the cache's temporary file, and passes them on.
-//! - [`ChunkReader`], on the decode thread: hashes every chunk as it arrives and is a `BufRead`
-//!   over them, with `peek` for the magic bytes. The compressed stream is the smaller one, so
-//!   hashing it beside the decoder balances the work with the sink thread, which hashes the
-//!   larger output (with zstd the two threads then take about the same time; see
-//!   docs/images.md). A decoder that stops early fails the fetch, so hashing on consumption
-//!   covers the whole stream whenever the digests are used; [`ChunkReader::finish`] drains
-//!   what a decoder left after its end.
+//! - [`ChunkReader`], on the decode thread: queues every chunk for hashing as it arrives
+//!   ([`SharedHash`]: the sink thread hashes them while it waits for output) and is a `BufRead`
+//!   over them, with `peek` for the magic bytes. Keeping the input thread light matters: three
+//!   busy threads on two cores stall each other (see docs/images.md). A decoder that stops
+//!   early fails the fetch, so hashing on consumption covers the whole stream whenever the
+//!   digests are used; [`ChunkReader::finish`] drains what a decoder left after its end.
 
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
@@ -18,7 +17,7 @@ use std::sync::mpsc;
 use bytes::{Bytes, BytesMut};
 
 use super::fsutil::TempFile;
-use super::hashing::{Digests, Hashers};
+use super::hashing::{Digests, SharedHash};
 use super::pipeline::Counters;
 
 /// Read size for files (local `file://` sources and cache blobs).
@@ -102,7 +101,7 @@ pub(crate) fn feed(
 /// The decoder's view of the compressed stream.
 pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
-    hashers: Hashers,
+    hash: std::sync::Arc<SharedHash>,
     cur: Bytes,
     pos: usize,
     eof: bool,
@@ -111,10 +110,10 @@ pub(crate) struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub fn new(rx: mpsc::Receiver<Bytes>, hashers: Hashers) -> Self {
+    pub fn new(rx: mpsc::Receiver<Bytes>, hash: std::sync::Arc<SharedHash>) -> Self {
         Self {
             rx,
-            hashers,
+            hash,
             cur: Bytes::new(),
             pos: 0,
             eof: false,
@@ -122,10 +121,10 @@ impl ChunkReader {
         }
     }
 
-    /// The next chunk, hashed; `None` at the end of the stream.
+    /// The next chunk, queued for hashing; `None` at the end of the stream.
     fn recv(&mut self) -> Option<Bytes> {
         let c = self.rx.recv().ok()?;
-        self.hashers.update(&c);
+        self.hash.push(c.clone());
         Some(c)
     }
 
@@ -133,7 +132,7 @@ impl ChunkReader {
     /// every byte received, and returns them.
     pub fn finish(mut self) -> Digests {
         while self.recv().is_some() {}
-        self.hashers.finish()
+        self.hash.finish()
     }
 
     /// Offset of the next byte the consumer will read.
@@ -190,7 +189,9 @@ impl BufRead for ChunkReader {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hashing::Hashers;
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn chunks_are_hashed_teed_and_peeked() {
@@ -207,7 +208,7 @@ mod tests {
         assert_eq!(s.total, 8);
         assert!(!s.cut_short);
         assert_eq!(std::fs::read(&tee_path).unwrap(), b"abcdefgh");
-        let mut r = ChunkReader::new(inp, Hashers::new(false, false));
+        let mut r = ChunkReader::new(inp, Arc::new(SharedHash::new(Hashers::new(false, false))));
         assert!(r.peek(4).starts_with(b"abcd"));
         let mut first = [0u8; 3];
         r.read_exact(&mut first).unwrap();
@@ -239,7 +240,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.total, data.len() as u64);
         let mut got = Vec::new();
-        let mut r = ChunkReader::new(inp, Hashers::new(true, false));
+        let mut r = ChunkReader::new(inp, Arc::new(SharedHash::new(Hashers::new(true, false))));
         r.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
         let d = r.finish();

@@ -2,10 +2,11 @@
 //!
 //! - the input thread: takes the compressed chunks (from the downloader, a file or a cache
 //!   blob) and tees them into the cache's temporary file ([`feed`]);
-//! - the decode thread (it holds the worker-wide decompressor slot): hashes the compressed
-//!   chunks, detects or checks the format and decodes into 1 MiB buffers;
+//! - the decode thread (it holds the worker-wide decompressor slot): detects or checks the
+//!   format and decodes into 1 MiB buffers;
 //! - the sink thread: hashes the output and writes it to the destination's temporary file,
-//!   leaving holes for runs of zeros.
+//!   leaving holes for runs of zeros; while it waits for output it hashes the compressed
+//!   chunks the decoder queued ([`SharedHash`]), so the decoder keeps its core to itself.
 //!
 //! Splitting the stages lets a fast decoder (zstd, zlib-rs) run at full speed while sha256 and
 //! the disk keep up beside it. Memory is bounded: eight compressed chunks and four output
@@ -26,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::compression::{Compression, Decompress, Detection, MAGIC_LEN, decoder, detect};
 use super::fsutil::TempFile;
-use super::hashing::{Digests, Hashers};
+use super::hashing::{Digests, Hashers, SharedHash};
 use super::input::{ChunkReader, Source, feed};
 use super::limits::Slot;
 
@@ -137,14 +138,15 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     } = job;
     let dest_file = dest.file().map_err(PipelineError::Write)?;
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Bytes>(INPUT_CHUNKS);
-    let reader = ChunkReader::new(chunk_rx, Hashers::new(md5, sha512));
+    let input_hash = Arc::new(SharedHash::new(Hashers::new(md5, sha512)));
+    let reader = ChunkReader::new(chunk_rx, input_hash.clone());
 
     let (fed, stages) = std::thread::scope(|s| {
         let counters = &counters;
         let feeder = std::thread::Builder::new()
             .name("labd-image-input".into())
             .spawn_scoped(s, move || feed(source, cache, counters, chunk_tx));
-        let stages = decode_and_sink(s, reader, decompress, dest_file, counters);
+        let stages = decode_and_sink(s, reader, decompress, dest_file, counters, &input_hash);
         let fed = match feeder {
             Ok(h) => h.join().ok(),
             Err(_) => None,
@@ -195,6 +197,7 @@ fn decode_and_sink<'scope>(
     decompress: Decompress,
     dest: &'scope File,
     counters: &'scope Counters,
+    input_hash: &'scope SharedHash,
 ) -> Result<Decoded, PipelineError> {
     let format = choose_format(&mut reader, decompress)?;
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OUT_BUFFERS - 1);
@@ -202,7 +205,14 @@ fn decode_and_sink<'scope>(
     let sink = std::thread::Builder::new()
         .name("labd-image-sink".into())
         .spawn_scoped(s, move || {
-            sink(dest, full_rx, empty_tx, counters, format.is_some())
+            sink(
+                dest,
+                full_rx,
+                empty_tx,
+                counters,
+                format.is_some(),
+                input_hash,
+            )
         })
         .map_err(|e| PipelineError::Internal(format!("cannot start the sink thread: {e}")))?;
     let decoded = decode(&mut reader, format, full_tx, empty_rx);
@@ -309,17 +319,31 @@ fn decode(
 }
 
 /// Hashes (when the output differs from the input) and writes, leaving holes for aligned runs
-/// of zeros; returns size and sha256.
+/// of zeros; returns size and sha256. Hashes queued input chunks whenever no output is ready.
 fn sink(
     file: &File,
     full: mpsc::Receiver<(Vec<u8>, usize)>,
     empty: mpsc::Sender<Vec<u8>>,
     counters: &Counters,
     hash: bool,
+    input_hash: &SharedHash,
 ) -> io::Result<(u64, Option<String>)> {
     let mut sha = hash.then(Sha256::new);
     let mut total = 0u64;
-    for (buf, n) in full {
+    loop {
+        let (buf, n) = match full.try_recv() {
+            Ok(b) => b,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                if input_hash.hash_one() {
+                    continue;
+                }
+                match full.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                }
+            }
+        };
         let data = &buf[..n];
         if let Some(h) = &mut sha {
             h.update(data);

@@ -245,7 +245,24 @@ impl ConsoleHandle {
     /// handed over by udev hotplug) is used for this and later opens, `None` returns to the
     /// configured path. If the console is online it is closed and reopened.
     pub async fn reopen_now(&self, new_path: Option<PathBuf>) -> Result<(), ConsoleError> {
-        self.send(Command::Reopen { path: new_path })
+        self.send(Command::Reopen {
+            path: new_path,
+            unless_open_on: None,
+        })
+    }
+
+    /// Like [`reopen_now`](Self::reopen_now) for an adapter that (re)appeared at `node`, but a
+    /// console already online on `node` is left alone. The hub decides, so this cannot race
+    /// the console's own retry that may have opened `node` a moment earlier.
+    pub async fn reopen_unless_open_on(
+        &self,
+        new_path: Option<PathBuf>,
+        node: PathBuf,
+    ) -> Result<(), ConsoleError> {
+        self.send(Command::Reopen {
+            path: new_path,
+            unless_open_on: Some(node),
+        })
     }
 
     /// Replaces the source (inventory reload); subscribers stay attached.

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConsoleError;
 pub use handle::{Console, ConsoleHandle, WriterLease};
+pub(crate) use hub::opened_is;
 pub use queue::{ConsoleEvent, Subscription};
 pub use registry::{ConsoleRegistry, RegistryChange};
 pub use source::ConsoleSource;

@@ -90,7 +90,7 @@ async fn apply(services: &Services, change: &NodeChange, initial: bool) {
         return;
     }
     let is_tty = matches!(endpoint, ConsoleEndpoint::Tty { .. });
-    if is_tty && status.online && open_on(status.opened.as_deref(), node) {
+    if is_tty && status.online && crate::console::opened_is(status.opened.as_deref(), node) {
         // The console's own retry got there first (or the change repeats what it already
         // uses): reopening would only drop a healthy link and the bytes in flight.
         tracing::debug!(device = dev, node = %node.display(), "console already open on this node; not reopening");
@@ -113,21 +113,14 @@ async fn apply(services: &Services, change: &NodeChange, initial: bool) {
             &[("device", dev)],
         )
         .inc();
-    if let Err(e) = console.reopen_now(path).await {
+    let sent = if is_tty {
+        console.reopen_unless_open_on(path, node.clone()).await
+    } else {
+        console.reopen_now(path).await
+    };
+    if let Err(e) = sent {
         tracing::debug!(device = dev, error = %e, "reopen request not delivered");
     }
-}
-
-/// Whether a console whose last open is described by `opened` (`/dev/lab/b1 -> /dev/ttyUSB3`,
-/// or the node itself) has `node` open. A console still open on an old instance of the same
-/// node name cannot be told apart here, but that instance hung up when it went away, so the
-/// console is already offline (or about to be, and retries on its own).
-fn open_on(opened: Option<&str>, node: &std::path::Path) -> bool {
-    let Some(real) = opened.and_then(|o| o.rsplit(" -> ").next()) else {
-        return false;
-    };
-    let node = std::fs::canonicalize(node).unwrap_or_else(|_| node.to_path_buf());
-    std::path::Path::new(real) == node
 }
 
 /// Follows adapters for the daemon's whole life.

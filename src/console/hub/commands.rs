@@ -45,7 +45,17 @@ impl Hub {
                 let _ = reply.send(r);
                 None
             }
-            Command::Reopen { path } => {
+            Command::Reopen {
+                path,
+                unless_open_on,
+            } => {
+                if let Some(node) = unless_open_on.filter(|n| self.is_open_on(n)) {
+                    tracing::debug!(node = %node.display(), "already open on this node; reopen skipped");
+                    if path.is_some() {
+                        self.path_override = path;
+                    }
+                    return None;
+                }
                 self.path_override = path;
                 let why = match &self.path_override {
                     Some(p) => format!("reopening on request at {}", p.display()),
@@ -62,6 +72,14 @@ impl Hub {
                 None
             }
         }
+    }
+
+    /// Whether the link now open is `node` (compared as canonical paths: the status names it
+    /// `/dev/lab/b1 -> /dev/ttyUSB3`). An old instance of the same node name cannot be told
+    /// apart here, but that instance hung up when it went away, so the link is already lost.
+    fn is_open_on(&self, node: &std::path::Path) -> bool {
+        let opened = self.status.borrow().opened.clone();
+        opened_is(opened.as_deref(), node)
     }
 
     /// Drops the link on purpose and reopens at once.
@@ -187,4 +205,14 @@ impl Hub {
             Command::Reopen { .. } | Command::Reconfigure { .. } => {}
         }
     }
+}
+
+/// Whether a link described by `opened` (`/dev/lab/b1 -> /dev/ttyUSB3`, or the node itself)
+/// is `node` once both are canonical.
+pub(crate) fn opened_is(opened: Option<&str>, node: &std::path::Path) -> bool {
+    let Some(real) = opened.and_then(|o| o.rsplit(" -> ").next()) else {
+        return false;
+    };
+    let node = std::fs::canonicalize(node).unwrap_or_else(|_| node.to_path_buf());
+    std::path::Path::new(real) == node
 }

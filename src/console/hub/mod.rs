@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod commands;
+pub(crate) use commands::opened_is;
 mod pacer;
 
 use pacer::Pacer;
@@ -69,6 +70,9 @@ pub(crate) enum Command {
     },
     Reopen {
         path: Option<PathBuf>,
+        /// Skip the reopen when the console is online with this node open: a hotplug event
+        /// that lost the race to the console's own retry must not drop the fresh link.
+        unless_open_on: Option<PathBuf>,
     },
     Reconfigure {
         source: Arc<dyn ConsoleSource>,
@@ -245,7 +249,7 @@ impl Hub {
                 biased;
                 _ = self.shutdown.cancelled() => return Next::Stop,
                 cmd = self.cmd_rx.recv() => match cmd {
-                    Some(Command::Reopen { path }) => {
+                    Some(Command::Reopen { path, .. }) => {
                         self.path_override = path;
                         opening = None;
                         off.next_try = Instant::now();

@@ -36,7 +36,7 @@ async fn concurrent_requests_for_one_url_download_once() {
     for t in tasks {
         let r = t.await.unwrap().unwrap();
         assert!(std::fs::read(&r.path).unwrap() == image);
-        assert_eq!(r.sha256, sha256(&body));
+        assert_eq!(r.sha256, Some(sha256(&body)));
         outcomes.push(r.cache);
     }
     outcomes.sort_by_key(|o| format!("{o:?}"));

@@ -34,7 +34,8 @@ pub struct Args {
     /// gz, xz, bz2, zstd, none, or auto (by the stream's magic bytes).
     #[arg(long, default_value = "auto", value_name = "FORMAT")]
     pub compression: String,
-    /// Do not read or write the image cache.
+    /// Do not read or write the image cache. The download's own sha256 (the cache's key) is
+    /// then computed only to check --sha256; the output's sha256 is always reported.
     #[arg(long)]
     pub no_cache: bool,
     /// Inventory whose [images] section to use. Without it: /etc/labd/inventory.toml if it
@@ -94,7 +95,7 @@ fn describe(r: &FetchReport) -> String {
         r.url,
         format,
         r.compressed_bytes,
-        r.sha256,
+        r.sha256.as_deref().unwrap_or("not computed"),
         r.cache,
         r.duration.as_secs_f64(),
     )
@@ -174,6 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             decompress,
             checksums: checksums.clone(),
             use_cache: !args.no_cache,
+            record_sha256: !args.no_cache,
         };
         let (tx, rx) = watch::channel(Progress::default());
         let bar = bars.as_ref().map(|m| {

@@ -172,11 +172,13 @@ impl ImageService {
         };
         let dest = self.dest_temp(ctx).await?;
         let blob_path = cache.blob_path(&sha);
+        // The blob is checked against its name, its sha256.
+        ctx.record_sha256 = true;
         let out = self
             .pipeline(ctx, Source::File(file), &blob_path, dest, None, cpu)
             .await;
         let out = match out {
-            Ok(out) if out.digests.sha256 == sha => Some(out),
+            Ok(out) if out.digests.sha256.as_ref() == Some(&sha) => Some(out),
             Ok(_) => None,
             // A blob that does not decode may be a damaged copy of a good download: re-hash it.
             Err(e @ (FetchError::Decompress { .. } | FetchError::Source { .. })) => {
@@ -206,13 +208,13 @@ impl ImageService {
 }
 
 fn hash_file(path: &std::path::Path) -> std::io::Result<String> {
-    let mut h = super::hashing::Hashers::new(false, false);
+    let mut h = super::hashing::Hashers::new(true, false, false);
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = std::io::Read::read(&mut f, &mut buf)?;
         if n == 0 {
-            return Ok(h.finish().sha256);
+            return Ok(h.finish().sha256.unwrap_or_default());
         }
         h.update(&buf[..n]);
     }

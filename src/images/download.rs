@@ -37,6 +37,8 @@ impl ImageService {
     ) -> Result<Output, FetchError> {
         let job = Job {
             decompress: ctx.decompress,
+            // A cache copy is named by its sha256.
+            sha256: ctx.record_sha256 || ctx.checksums.sha256.is_some() || cache.is_some(),
             md5: ctx.checksums.md5.is_some(),
             sha512: ctx.checksums.sha512.is_some(),
             dest,
@@ -194,13 +196,17 @@ impl ImageService {
             ctx.warnings.push(format!("not cached: {e}"));
         }
         let tee = out.cache.take();
-        let mut entry = IndexEntry::new(&ctx.url, &out.digests.sha256, out.compressed_bytes);
-        entry.etag = validators.etag;
-        entry.last_modified = validators.last_modified;
-        entry.md5 = out.digests.md5.clone();
-        entry.sha512 = out.digests.sha512.clone();
+        // With a cache copy the sha256 was computed: it is the copy's name.
+        let entry = out.digests.sha256.as_deref().map(|sha| {
+            let mut entry = IndexEntry::new(&ctx.url, sha, out.compressed_bytes);
+            entry.etag = validators.etag;
+            entry.last_modified = validators.last_modified;
+            entry.md5 = out.digests.md5.clone();
+            entry.sha512 = out.digests.sha512.clone();
+            entry
+        });
         let mut report = self.finish(ctx, out, total, outcome).await?;
-        if let (Some(cache), Some(tee)) = (cache, tee) {
+        if let (Some(cache), Some(tee), Some(entry)) = (cache, tee, entry) {
             let c = cache.clone();
             let stored = tokio::task::spawn_blocking(move || c.commit(tee, &entry))
                 .await

@@ -1,6 +1,7 @@
 //! Checksums as LAVA jobs give them (`md5sum`, `sha256sum`, `sha512sum`), computed over the
-//! downloaded, still compressed bytes; sha256 is always computed because it is also the
-//! cache's content address.
+//! downloaded, still compressed bytes. Only the digests someone needs are computed: sha256 when
+//! a job gives it, when the download goes to the cache (it is the content address) or when the
+//! caller records it (jobs do, as LAVA's `sha256sum`); each is a full pass over the download.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -39,9 +40,9 @@ impl Checksums {
     }
 }
 
-/// Running hashes over the compressed stream; md5 and sha512 only when asked for.
+/// Running hashes over the compressed stream, each only when asked for.
 pub(crate) struct Hashers {
-    sha256: Sha256,
+    sha256: Option<Sha256>,
     md5: Option<Md5>,
     sha512: Option<Sha512>,
 }
@@ -49,22 +50,29 @@ pub(crate) struct Hashers {
 /// Finished digests, lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Digests {
-    pub sha256: String,
+    pub sha256: Option<String>,
     pub md5: Option<String>,
     pub sha512: Option<String>,
 }
 
 impl Hashers {
-    pub fn new(md5: bool, sha512: bool) -> Self {
+    pub fn new(sha256: bool, md5: bool, sha512: bool) -> Self {
         Self {
-            sha256: Sha256::new(),
+            sha256: sha256.then(Sha256::new),
             md5: md5.then(Md5::new),
             sha512: sha512.then(Sha512::new),
         }
     }
 
+    /// Whether no digest was asked for.
+    pub fn is_empty(&self) -> bool {
+        self.sha256.is_none() && self.md5.is_none() && self.sha512.is_none()
+    }
+
     pub fn update(&mut self, data: &[u8]) {
-        self.sha256.update(data);
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
         if let Some(h) = &mut self.md5 {
             h.update(data);
         }
@@ -75,7 +83,7 @@ impl Hashers {
 
     pub fn finish(self) -> Digests {
         Digests {
-            sha256: hex::encode(self.sha256.finalize()),
+            sha256: self.sha256.map(|h| hex::encode(h.finalize())),
             md5: self.md5.map(|h| hex::encode(h.finalize())),
             sha512: self.sha512.map(|h| hex::encode(h.finalize())),
         }
@@ -95,6 +103,9 @@ pub(crate) struct SharedHash {
     /// Whoever holds this lock is the only one popping `pending`, so chunks are hashed in
     /// order even though two threads take turns.
     hashers: Mutex<Hashers>,
+    /// No digest asked for: chunks are not even queued.
+    idle: bool,
+    with_sha256: bool,
 }
 
 impl SharedHash {
@@ -104,13 +115,23 @@ impl SharedHash {
 
     pub fn new(hashers: Hashers) -> Self {
         Self {
+            idle: hashers.is_empty(),
+            with_sha256: hashers.sha256.is_some(),
             pending: Mutex::new(VecDeque::new()),
             hashers: Mutex::new(hashers),
         }
     }
 
+    /// Whether the sha256 of the stream is being computed.
+    pub fn has_sha256(&self) -> bool {
+        self.with_sha256
+    }
+
     /// Queues a chunk; hashes the backlog on this thread when it is too long.
     pub fn push(&self, chunk: bytes::Bytes) {
+        if self.idle {
+            return;
+        }
         let backlog = {
             let mut q = lock(&self.pending);
             q.push_back(chunk);
@@ -147,7 +168,7 @@ impl SharedHash {
     pub fn finish(&self) -> Digests {
         let mut h = lock(&self.hashers);
         while self.hash_next(&mut h) {}
-        std::mem::replace(&mut *h, Hashers::new(false, false)).finish()
+        std::mem::replace(&mut *h, Hashers::new(false, false, false)).finish()
     }
 }
 
@@ -161,7 +182,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) fn verify(url: &str, want: &Checksums, got: &Digests) -> Result<(), FetchError> {
     let pairs: [(&'static str, &Option<String>, Option<&String>); 3] = [
         ("md5", &want.md5, got.md5.as_ref()),
-        ("sha256", &want.sha256, Some(&got.sha256)),
+        ("sha256", &want.sha256, got.sha256.as_ref()),
         ("sha512", &want.sha512, got.sha512.as_ref()),
     ];
     for (algo, expected, actual) in pairs {
@@ -192,7 +213,7 @@ mod tests {
     #[test]
     fn shared_hash_keeps_stream_order_across_threads() {
         let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-        let shared = SharedHash::new(Hashers::new(true, false));
+        let shared = SharedHash::new(Hashers::new(true, true, false));
         std::thread::scope(|s| {
             let helper = s.spawn(|| {
                 let mut n = 0;
@@ -211,7 +232,7 @@ mod tests {
             assert!(helper.join().unwrap() > 0, "the helper thread took no turn");
         });
         let d = shared.finish();
-        assert_eq!(d.sha256, sha256_hex(&data));
+        assert_eq!(d.sha256, Some(sha256_hex(&data)));
         let mut md5 = Md5::new();
         md5.update(&data);
         assert_eq!(d.md5, Some(hex::encode(md5.finalize())));
@@ -219,14 +240,14 @@ mod tests {
 
     #[test]
     fn digests_of_known_input() {
-        let mut h = Hashers::new(true, true);
+        let mut h = Hashers::new(true, true, true);
         h.update(b"ab");
         h.update(b"c");
         let d = h.finish();
         assert_eq!(d.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
         assert_eq!(
-            d.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            d.sha256.as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         assert!(d.sha512.as_deref().unwrap().starts_with("ddaf35a193617aba"));
         let want = Checksums {

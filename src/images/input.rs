@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(s.total, 8);
         assert!(!s.cut_short);
         assert_eq!(std::fs::read(&tee_path).unwrap(), b"abcdefgh");
-        let mut r = ChunkReader::new(inp, Arc::new(SharedHash::new(Hashers::new(false, false))));
+        let mut r = ChunkReader::new(
+            inp,
+            Arc::new(SharedHash::new(Hashers::new(true, false, false))),
+        );
         assert!(r.peek(4).starts_with(b"abcd"));
         let mut first = [0u8; 3];
         r.read_exact(&mut first).unwrap();
@@ -220,7 +223,7 @@ mod tests {
         // What the consumer did not read is still hashed.
         assert_eq!(
             r.finish().sha256,
-            super::super::hashing::sha256_hex(b"abcdefgh")
+            Some(super::super::hashing::sha256_hex(b"abcdefgh"))
         );
     }
 
@@ -240,11 +243,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.total, data.len() as u64);
         let mut got = Vec::new();
-        let mut r = ChunkReader::new(inp, Arc::new(SharedHash::new(Hashers::new(true, false))));
+        let mut r = ChunkReader::new(
+            inp,
+            Arc::new(SharedHash::new(Hashers::new(true, true, false))),
+        );
         r.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
         let d = r.finish();
-        assert_eq!(d.sha256, super::super::hashing::sha256_hex(&data));
+        assert_eq!(d.sha256, Some(super::super::hashing::sha256_hex(&data)));
         assert!(d.md5.is_some() && d.sha512.is_none());
     }
 }

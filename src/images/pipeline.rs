@@ -64,6 +64,8 @@ impl Counters {
 /// One image's work for the pipeline.
 pub(crate) struct Job {
     pub decompress: Decompress,
+    /// Which digests of the compressed stream to compute.
+    pub sha256: bool,
     pub md5: bool,
     pub sha512: bool,
     pub dest: TempFile,
@@ -130,6 +132,7 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     let started = Instant::now();
     let Job {
         decompress,
+        sha256,
         md5,
         sha512,
         dest,
@@ -138,7 +141,7 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
     } = job;
     let dest_file = dest.file().map_err(PipelineError::Write)?;
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Bytes>(INPUT_CHUNKS);
-    let input_hash = Arc::new(SharedHash::new(Hashers::new(md5, sha512)));
+    let input_hash = Arc::new(SharedHash::new(Hashers::new(sha256, md5, sha512)));
     let reader = ChunkReader::new(chunk_rx, input_hash.clone());
 
     let (fed, stages) = std::thread::scope(|s| {
@@ -165,13 +168,19 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
         }
         None => return Err(PipelineError::Internal("input thread failed".into())),
     };
-    let (format, output_bytes, output_hash, digests) = stages?;
+    let (format, output_bytes, output_hash, mut digests) = stages?;
     if summary.cut_short {
         return Err(PipelineError::Internal(
             "the decoder stopped before the end of the stream".into(),
         ));
     }
-    let output_sha256 = output_hash.unwrap_or_else(|| digests.sha256.clone());
+    // Uncompressed, the output is the input: whichever side was hashed names both.
+    if format.is_none() && digests.sha256.is_none() {
+        digests.sha256 = output_hash.clone();
+    }
+    let output_sha256 = output_hash
+        .or_else(|| digests.sha256.clone())
+        .ok_or_else(|| PipelineError::Internal("the output was not hashed".into()))?;
     Ok(Output {
         compression: format,
         compressed_bytes: summary.total,
@@ -210,7 +219,8 @@ fn decode_and_sink<'scope>(
                 full_rx,
                 empty_tx,
                 counters,
-                format.is_some(),
+                // Uncompressed, the input's sha256 is the output's, if it is computed.
+                format.is_some() || !input_hash.has_sha256(),
                 input_hash,
             )
         })
@@ -400,6 +410,14 @@ mod tests {
     thread_local!(static BLOCKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
 
     fn run_on(data: &[u8], decompress: Decompress) -> Result<(Output, Vec<u8>), PipelineError> {
+        run_hashing(data, decompress, true)
+    }
+
+    fn run_hashing(
+        data: &[u8],
+        decompress: Decompress,
+        sha256: bool,
+    ) -> Result<(Output, Vec<u8>), PipelineError> {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         for piece in data.chunks(7000) {
@@ -408,6 +426,7 @@ mod tests {
         drop(tx);
         let job = Job {
             decompress,
+            sha256,
             md5: false,
             sha512: false,
             dest: TempFile::create_in(dir.path(), "d").unwrap(),
@@ -455,7 +474,10 @@ mod tests {
             assert_eq!(out.output_bytes, data.len() as u64);
             assert_eq!(out.compressed_bytes, enc.len() as u64);
             assert_eq!(out.output_sha256, super::super::hashing::sha256_hex(&data));
-            assert_eq!(out.digests.sha256, super::super::hashing::sha256_hex(&enc));
+            assert_eq!(
+                out.digests.sha256,
+                Some(super::super::hashing::sha256_hex(&enc))
+            );
             let (out, _) = run_on(&enc, Decompress::Format(format)).unwrap();
             assert_eq!(out.compression, Some(format));
             let truncated = &enc[..enc.len() - 40];
@@ -470,6 +492,23 @@ mod tests {
                 Ok(_) => panic!("{format}: truncated archive accepted"),
             }
         }
+    }
+
+    #[test]
+    fn unrequested_input_sha256_is_skipped_but_the_output_is_always_hashed() {
+        let data = sample();
+        let sha = super::super::hashing::sha256_hex;
+        let enc = zstd::encode_all(&data[..], 1).unwrap();
+        let (out, bytes) = run_hashing(&enc, Decompress::Auto, false).unwrap();
+        assert!(bytes == data);
+        assert_eq!(out.digests.sha256, None);
+        assert_eq!(out.output_sha256, sha(&data));
+        // Not compressed: the output's hash is the input's, so both are known.
+        let plain = &data[..4_000_000];
+        let (out, _) = run_hashing(plain, Decompress::Auto, false).unwrap();
+        assert_eq!(out.compression, None);
+        assert_eq!(out.output_sha256, sha(plain));
+        assert_eq!(out.digests.sha256, Some(sha(plain)));
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub struct ImageRequest {
     pub checksums: Checksums,
     /// Go through the worker's cache (LAVA's `use_cache`, default true).
     pub use_cache: bool,
+    /// Compute the download's sha256 even when nothing checks it: jobs record it as LAVA's
+    /// `sha256sum` (default true). Without it, and without a sha256 to verify or a cache copy
+    /// (whose address it is), [`FetchReport::sha256`] stays `None`, which saves a hash pass
+    /// over the whole download.
+    pub record_sha256: bool,
 }
 
 impl ImageRequest {
@@ -32,6 +37,7 @@ impl ImageRequest {
             decompress: Decompress::Auto,
             checksums: Checksums::default(),
             use_cache: true,
+            record_sha256: true,
         }
     }
 }
@@ -71,8 +77,9 @@ pub struct FetchReport {
     pub compressed_bytes: u64,
     /// Size of the image written to `path`.
     pub output_bytes: u64,
-    /// sha256 of the compressed stream (LAVA's recorded `sha256sum`).
-    pub sha256: String,
+    /// sha256 of the compressed stream (LAVA's recorded `sha256sum`); `None` when nothing
+    /// needed it (see [`ImageRequest::record_sha256`]).
+    pub sha256: Option<String>,
     pub md5: Option<String>,
     pub sha512: Option<String>,
     /// sha256 of the image written to `path`.

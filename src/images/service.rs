@@ -64,6 +64,8 @@ pub(super) struct Ctx {
     pub destination: std::path::PathBuf,
     pub decompress: Decompress,
     pub checksums: Checksums,
+    /// The download's sha256 is wanted even if no checksum asks for it.
+    pub record_sha256: bool,
     pub counters: Arc<Counters>,
     pub progress: Option<watch::Sender<Progress>>,
     pub started: Instant,
@@ -253,6 +255,7 @@ impl ImageService {
             destination: req.destination.clone(),
             decompress: req.decompress,
             checksums,
+            record_sha256: req.record_sha256,
             counters,
             progress,
             started: Instant::now(),

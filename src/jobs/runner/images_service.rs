@@ -55,7 +55,8 @@ impl ImageFetcher for ServiceFetcher {
                     size: report.compressed_bytes,
                     output_bytes: report.output_bytes,
                     md5: report.md5,
-                    sha256: report.sha256,
+                    // Recorded by default (ImageRequest::record_sha256).
+                    sha256: report.sha256.unwrap_or_default(),
                     sha512: report.sha512,
                     from_cache: report.cache_hit,
                     duration: report.duration,

@@ -22,7 +22,7 @@ use super::service::{Ctx, ImageService, join_error};
 
 /// Compressed chunks queued between the network and the decoder (each at most a few hundred
 /// KiB: hyper's read buffer), which bounds memory per image.
-const INPUT_QUEUE: usize = 16;
+const INPUT_QUEUE: usize = 4;
 
 impl ImageService {
     /// Runs the pipeline and maps its failures to the fetch's errors.

@@ -36,7 +36,7 @@ pub(crate) const OUT_BUF: usize = 1 << 20;
 /// Output buffers per image (in the decoder, queued, in the sink).
 const OUT_BUFFERS: usize = 4;
 /// Compressed chunks queued between the input thread and the decoder.
-const INPUT_CHUNKS: usize = 8;
+const INPUT_CHUNKS: usize = 4;
 /// Runs of zeros this long (and aligned) are skipped in the output, leaving a hole, as
 /// `zstd -d` does: disk images are often mostly empty.
 const SPARSE_BLOCK: usize = 32 * 1024;

@@ -2,14 +2,20 @@
 //! server would ([`split`]), choose inventory boards for the sub-jobs ([`allocate`]).
 
 pub mod allocate;
+pub mod essential;
 pub mod plan;
 pub mod print;
+pub mod reserve;
 pub mod run;
+pub mod service;
 pub mod split;
 
-pub use allocate::{Allocation, Candidate, Requirement, Reservations, Reserved};
+pub use allocate::{Allocation, Candidate, Requirement};
 pub use plan::GroupPlan;
-pub use run::{GroupOptions, GroupRunError, SubJobEnd, is_group_text, run_group};
+pub use reserve::{Reservations, Reserved};
+pub use run::{
+    GroupOptions, GroupRunError, SubJobEnd, check_group, is_group_text, run_group, sub_job_id,
+};
 pub use split::{SubJob, assign_roles, is_multinode_submission, parse_submission, split};
 
 /// Why a group cannot be split or placed.

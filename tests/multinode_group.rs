@@ -244,3 +244,133 @@ async fn a_group_the_inventory_can_never_hold_is_refused_at_once_naming_the_role
     );
     assert!(lab.pdu.events().is_empty(), "no board was switched");
 }
+
+/// A leader that fails (`lava-test-raise`: Incomplete) and a follower waiting for a message
+/// the leader never sends; `essential` marks the leader's role.
+fn leader_and_follower(essential: bool, follower_steps: &str) -> String {
+    format!(
+        r#"
+job_name: essential roles
+visibility: public
+timeouts:
+  job: {{minutes: 10}}
+  action: {{minutes: 5}}
+  connection: {{minutes: 1}}
+protocols:
+  lava-multinode:
+    roles:
+      leader:
+        count: 1
+        device_type: labd-sim
+        essential: {essential}
+      follower:
+        count: 1
+        device_type: labd-sim-master
+    timeout: {{minutes: 5}}
+actions:
+- boot:
+    role: [leader, follower]
+    method: minimal
+    prompts: ['root@[a-z0-9-]+:~# ']
+    timeout: {{minutes: 2}}
+- test:
+    role: [leader]
+    timeout: {{minutes: 5}}
+    definitions:
+    - from: inline
+      name: leader
+      path: inline/leader.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: leader}}
+        run:
+          steps:
+          - lava-test-case started --shell true
+          - lava-test-raise leader-broke
+- test:
+    role: [follower]
+    timeout: {{minutes: 5}}
+    definitions:
+    - from: inline
+      name: follower
+      path: inline/follower.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: follower}}
+        run:
+          steps:
+{follower_steps}
+"#
+    )
+}
+
+const TWO_BOARDS: [(&str, &str, &str); 2] = [
+    ("lead", "labd-sim", "[]"),
+    ("follow", "labd-sim-master", "[]"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_essential_role_failing_cancels_a_waiting_peer_at_once() {
+    let lab = lab(&TWO_BOARDS).await;
+    // Without the essential rule the follower would wait for its 5-minute protocol timeout.
+    let job = leader_and_follower(
+        true,
+        "          - lava-wait never-sent\n          - lava-test-case after-wait --shell true",
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_job(&lab, &job).await;
+    println!("{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 1, "an Incomplete sub-job makes the group fail");
+    assert!(
+        stdout.contains("[leader 900] on lead: Incomplete (Test: leader-broke)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "[follower 901] on follow: Canceled (essential role leader (job 900) on lead ended Incomplete)"
+        ),
+        "{stdout}"
+    );
+    // The follower's own log says why, and it never got past the wait.
+    assert!(stdout.lines().any(|l| l.starts_with("[follower 901]")
+        && l.contains(
+            "Canceling the job: essential role leader (job 900) on lead ended Incomplete"
+        )));
+    let follower = table(&stdout, "[follower 901] on follow:");
+    assert!(
+        !follower.iter().any(|l| l.contains("after-wait")),
+        "{follower:?}"
+    );
+    assert!(stdout.contains("group: 0 of 2 sub-jobs Complete"));
+    // Both boards were switched off at the end (finalize ran for the canceled one too).
+    let offs = lab.pdu.events().iter().filter(|e| !e.on).count();
+    assert!(offs >= 2, "{:?}", lab.pdu.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_essential_failure_lets_the_others_finish() {
+    let lab = lab(&TWO_BOARDS).await;
+    let job = leader_and_follower(
+        false,
+        "          - sleep 3\n          - lava-test-case alone --shell true",
+    );
+    let (code, stdout, stderr) = run_job(&lab, &job).await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[leader 900] on lead: Incomplete (Test: leader-broke)"));
+    assert!(
+        stdout.contains("[follower 901] on follow: Complete"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Canceling the job"));
+    let rows: Vec<String> = table(&stdout, "[follower 901] on follow:")
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| l.contains("pass"))
+        .collect();
+    assert_eq!(rows, ["0_follower alone pass"]);
+    assert!(stdout.contains("group: 1 of 2 sub-jobs Complete"));
+}

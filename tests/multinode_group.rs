@@ -4,13 +4,15 @@
 //! type that is the master of a slave board, the slave booted by the master's test
 //! definition after the `lava_ms_*` handshake), and labd's own in-process coordinator.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod group_support;
+
 use std::time::{Duration, Instant};
 
-use labd_hw_fixtures::simboard::{BoardScript, SimBoard};
-use labd_hw_fixtures::simpdu::SimPdu;
-use labd_hw_fixtures::simpdu::http::SimPduServer;
+use group_support::{lab, run_job, table, two_roles};
+
+/// The leader fails: `lava-test-raise` ends its job Incomplete.
+const LEADER_FAILS: &str =
+    "          - lava-test-case started --shell true\n          - lava-test-raise leader-broke";
 
 const GROUP: &str = include_str!("../examples/jobs/demo-group.yaml");
 
@@ -21,107 +23,6 @@ const BOARDS: [(&str, &str, &str); 4] = [
     ("master", "labd-sim-master", "[]"),
     ("slave", "labd-sim-slave", "[]"),
 ];
-
-fn inventory(dir: &Path, boards: &[(String, &str, &str, String)], pdu_url: &str) -> String {
-    let mut t = format!(
-        "[worker]\nname = \"w\"\nstate_dir = \"{}\"\n\
-         [[pdu]]\nname = \"pdu\"\ndriver = \"sim\"\noutlets = 8\nurl = \"{pdu_url}\"\n",
-        dir.join("state").display()
-    );
-    for (i, (name, ty, tags, tty)) in boards.iter().enumerate() {
-        t.push_str(&format!(
-            "[[device]]\nname = \"{name}\"\ndevice_type = \"{ty}\"\ntags = {tags}\n\
-             [device.console]\ntty = \"{tty}\"\nbaud = 115200\n\
-             [device.power]\npdu = \"pdu\"\noutlet = {}\nreboot_delay = \"100ms\"\n\
-             [device.boot]\nmethods = [\"minimal\"]\nresults_dir = \"{}/lava-%s\"\n\
-             character_delays = {{ boot = 1, test = 0 }}\n",
-            i + 1,
-            dir.display()
-        ));
-    }
-    t
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    _boards: Vec<SimBoard>,
-    pdu: SimPdu,
-    _server: SimPduServer,
-    inventory: std::path::PathBuf,
-}
-
-async fn lab(boards: &[(&str, &str, &str)]) -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let pdu = SimPdu::new("pdu", 8);
-    let mut sims = Vec::new();
-    let mut rows = Vec::new();
-    for (i, (name, ty, tags)) in boards.iter().enumerate() {
-        let mut script = BoardScript::uboot_linux(name).fast();
-        script.login = None;
-        let b = SimBoard::spawn(name, dir.path(), script).unwrap();
-        let c = b.control();
-        pdu.on_switch(
-            i as u32 + 1,
-            Box::new(move |on| if on { c.power_on() } else { c.power_off() }),
-        );
-        rows.push((
-            name.to_string(),
-            *ty,
-            *tags,
-            b.control().tty_path().display().to_string(),
-        ));
-        sims.push(b);
-    }
-    let server = SimPduServer::start(pdu.clone()).await.unwrap();
-    let text = inventory(dir.path(), &rows, &server.url());
-    let path = dir.path().join("inventory.toml");
-    std::fs::write(&path, text).unwrap();
-    Lab {
-        dir,
-        _boards: sims,
-        pdu,
-        _server: server,
-        inventory: path,
-    }
-}
-
-/// Runs `labd run-job` in another thread (the PDU server lives on this runtime).
-async fn run_job(lab: &Lab, job: &str) -> (i32, String, String) {
-    let job_path = lab.dir.path().join("group.yaml");
-    std::fs::write(&job_path, job).unwrap();
-    let inv = lab.inventory.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_labd"))
-            .arg("run-job")
-            .arg(&job_path)
-            .arg("-c")
-            .arg(&inv)
-            .args(["--id", "900"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// The rows of one sub-job's results table in the summary (after `[role id] on device:`).
-fn table<'a>(stdout: &'a str, head: &str) -> Vec<&'a str> {
-    let start = stdout
-        .find(head)
-        .unwrap_or_else(|| panic!("no {head:?} in\n{stdout}"));
-    stdout[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_group_runs_on_simulated_boards_with_a_slave_booted_by_its_master() {
@@ -245,63 +146,6 @@ async fn a_group_the_inventory_can_never_hold_is_refused_at_once_naming_the_role
     assert!(lab.pdu.events().is_empty(), "no board was switched");
 }
 
-/// A leader that fails (`lava-test-raise`: Incomplete) and a follower waiting for a message
-/// the leader never sends; `essential` marks the leader's role.
-fn leader_and_follower(essential: bool, follower_steps: &str) -> String {
-    format!(
-        r#"
-job_name: essential roles
-visibility: public
-timeouts:
-  job: {{minutes: 10}}
-  action: {{minutes: 5}}
-  connection: {{minutes: 1}}
-protocols:
-  lava-multinode:
-    roles:
-      leader:
-        count: 1
-        device_type: labd-sim
-        essential: {essential}
-      follower:
-        count: 1
-        device_type: labd-sim-master
-    timeout: {{minutes: 5}}
-actions:
-- boot:
-    role: [leader, follower]
-    method: minimal
-    prompts: ['root@[a-z0-9-]+:~# ']
-    timeout: {{minutes: 2}}
-- test:
-    role: [leader]
-    timeout: {{minutes: 5}}
-    definitions:
-    - from: inline
-      name: leader
-      path: inline/leader.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: leader}}
-        run:
-          steps:
-          - lava-test-case started --shell true
-          - lava-test-raise leader-broke
-- test:
-    role: [follower]
-    timeout: {{minutes: 5}}
-    definitions:
-    - from: inline
-      name: follower
-      path: inline/follower.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: follower}}
-        run:
-          steps:
-{follower_steps}
-"#
-    )
-}
-
 const TWO_BOARDS: [(&str, &str, &str); 2] = [
     ("lead", "labd-sim", "[]"),
     ("follow", "labd-sim-master", "[]"),
@@ -311,8 +155,9 @@ const TWO_BOARDS: [(&str, &str, &str); 2] = [
 async fn an_essential_role_failing_cancels_a_waiting_peer_at_once() {
     let lab = lab(&TWO_BOARDS).await;
     // Without the essential rule the follower would wait for its 5-minute protocol timeout.
-    let job = leader_and_follower(
+    let job = two_roles(
         true,
+        LEADER_FAILS,
         "          - lava-wait never-sent\n          - lava-test-case after-wait --shell true",
     );
     let started = Instant::now();
@@ -353,8 +198,9 @@ async fn an_essential_role_failing_cancels_a_waiting_peer_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_essential_failure_lets_the_others_finish() {
     let lab = lab(&TWO_BOARDS).await;
-    let job = leader_and_follower(
+    let job = two_roles(
         false,
+        LEADER_FAILS,
         "          - sleep 3\n          - lava-test-case alone --shell true",
     );
     let (code, stdout, stderr) = run_job(&lab, &job).await;

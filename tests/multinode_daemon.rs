@@ -228,3 +228,54 @@ async fn two_groups_competing_for_the_same_boards_both_finish() {
     assert_eq!(boards(&lab).await, (vec![], vec![]));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_the_client_cancels_the_group_in_the_daemon() {
+    let lab = lab(&TWO_BOARDS).await;
+    let running = daemon(&lab).await;
+    // Both roles wait for a message nobody sends (a 5-minute protocol timeout).
+    let wait = "          - lava-wait never-sent";
+    let job_path = lab.dir.path().join("waiting.yaml");
+    std::fs::write(&job_path, two_roles(false, wait, wait)).unwrap();
+    let out = lab.dir.path().join("client.out");
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .arg("run-job")
+        .arg(&job_path)
+        .arg("-c")
+        .arg(&lab.inventory)
+        .args(["--id", "900"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Once both sub-jobs are in their wait, interrupt the client.
+    eventually("both sub-jobs waiting", || async {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        ["[leader 900]", "[follower 901]"].iter().all(|p| {
+            text.lines()
+                .any(|l| l.starts_with(p) && l.contains("<LAVA_WAIT never-sent>"))
+        })
+    })
+    .await;
+    assert_eq!(boards(&lab).await.0.len(), 2);
+    let pid = nix::unistd::Pid::from_raw(client.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = client.wait().await.unwrap();
+    assert_eq!(status.code(), Some(2));
+    // The daemon cancels both sub-jobs at once (not after the protocol timeout) and
+    // releases their boards.
+    let canceled_at = Instant::now();
+    eventually("the boards released", || async {
+        boards(&lab).await.0.is_empty()
+    })
+    .await;
+    assert!(canceled_at.elapsed() < Duration::from_secs(30));
+    for id in ["900", "901"] {
+        let log =
+            std::fs::read_to_string(lab.dir.path().join(format!("state/jobs/{id}/output.yaml")))
+                .unwrap();
+        assert!(log.contains("JobCanceled: The job was canceled"), "{log}");
+    }
+    running.stop().await;
+}

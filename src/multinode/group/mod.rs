@@ -1,5 +1,8 @@
 //! Running a Multi-Node group without a LAVA server: split the submission per role as the
-//! server would ([`split`]), choose inventory boards for the sub-jobs ([`allocate`]).
+//! server would ([`split`], [`plan`]), choose inventory boards for the sub-jobs
+//! ([`allocate`]) and reserve them with every other job of the worker ([`reserve`]), run the
+//! sub-jobs ([`run`], canceling the rest when an essential role fails: [`essential`]), in this
+//! process or in the daemon ([`service`]), and print the results ([`print`]).
 
 pub mod allocate;
 pub mod essential;

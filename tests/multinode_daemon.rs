@@ -279,3 +279,49 @@ async fn ctrl_c_on_the_client_cancels_the_group_in_the_daemon() {
     }
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_job_waits_for_a_group_holding_its_board() {
+    let lab = lab(&TWO_BOARDS).await;
+    let running = daemon(&lab).await;
+    let busy = "          - sleep 4\n          - lava-test-case slept --shell true";
+    let group = {
+        let (l, g) = (lab.paths(), two_roles(false, busy, busy));
+        tokio::spawn(async move { run_job_as(&l, &g, "900", &[]).await })
+    };
+    eventually("the group to hold both boards", || async {
+        boards(&lab).await.0.len() == 2
+    })
+    .await;
+    // `labd status` shows who holds each board.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+        .args(["status", "-c"])
+        .arg(&lab.inventory)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(
+        status.matches("    job:      group 900").count(),
+        2,
+        "{status}"
+    );
+    let (code, stdout, stderr) = run_job_as(&lab.paths(), SINGLE, "77", &["-d", "lead"]).await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("labd run-job: waiting for lead: busy: [lead (group 900)]"),
+        "{stderr}"
+    );
+    let (group_code, group_out, _) = group.await.unwrap();
+    assert_eq!(group_code, 0, "{group_out}");
+    // The single job's board came on only after the group's sub-job switched it off.
+    let lead: Vec<bool> = lab
+        .pdu
+        .events()
+        .iter()
+        .filter(|e| e.outlet == 1)
+        .map(|e| e.on)
+        .collect();
+    assert_eq!(lead, [true, false, true, false]);
+    running.stop().await;
+}

@@ -158,6 +158,16 @@ async fn an_impossible_group_is_refused_by_the_daemon_at_once() {
         "{stderr}"
     );
     assert!(lab.pdu.events().is_empty(), "no board was switched");
+    // A single job without a device is refused, not taken for a group.
+    let e = ControlClient::new(lab.dir.path().join("state/labd.sock"))
+        .request(serde_json::json!({"request": "run-job", "definition": SINGLE}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no device, and the definition is not a Multi-Node submission"),
+        "{e}"
+    );
     running.stop().await;
 }
 

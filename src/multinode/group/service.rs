@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::print::SubJobSummary;
 use super::reserve::Reservations;
-use super::run::{GroupOptions, check_group, run_group};
+use super::run::{GroupOptions, check_group, is_group_text, run_group};
 use crate::control::{Conn, ControlError, Request};
 use crate::jobs::log::LogValue;
 use crate::jobs::runner::RunEnv;
@@ -70,6 +70,13 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
     let id = body.id.clone().unwrap_or_else(local_job_id);
     if !is_safe_id(&id) {
         let e = ControlError::BadRequest(format!("run-job: job id {id:?} is not a safe name"));
+        let _ = conn.reply_error(&e).await;
+        return;
+    }
+    if !is_group_text(&body.definition) {
+        let e = ControlError::BadRequest(
+            "run-job: no device, and the definition is not a Multi-Node submission (protocols: lava-multinode: roles:)".into(),
+        );
         let _ = conn.reply_error(&e).await;
         return;
     }

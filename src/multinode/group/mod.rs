@@ -5,6 +5,7 @@
 //! process or in the daemon ([`service`]), and print the results ([`print`]).
 
 pub mod allocate;
+mod board;
 pub mod essential;
 pub mod plan;
 pub mod print;

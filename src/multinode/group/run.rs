@@ -12,6 +12,8 @@ use tracing::Instrument;
 
 use super::GroupError;
 use super::allocate::{Candidate, check_feasible};
+use super::board::Board;
+pub use super::board::slave_data;
 use super::essential::EssentialWatch;
 use super::plan::GroupPlan;
 use super::reserve::Reservations;
@@ -19,9 +21,7 @@ use super::split::parse_submission;
 use crate::ids::DeviceName;
 use crate::images::ImageService;
 use crate::inventory::Inventory;
-use crate::jobs::runner::{
-    DeviceSetup, JobLog, JobReport, JobRequest, LocalBoard, RunEnv, SetupError, run_job,
-};
+use crate::jobs::runner::{JobLog, JobReport, JobRequest, RunEnv, SetupError, run_job};
 use crate::multinode::config::ClientSettings;
 use crate::multinode::error::CoordinatorError;
 use crate::multinode::hook::LabdMultinode;
@@ -117,35 +117,6 @@ pub struct SubJobEnd {
     pub canceled_by: Option<String>,
 }
 
-/// What a master board needs to boot a slave board, from the inventory: its name, console,
-/// and how to switch it on (its PDU outlet, and the PDU's HTTP API when it has one).
-pub fn slave_data(inv: &Inventory, device: &DeviceName) -> Vec<(String, String)> {
-    let mut data = vec![("device".to_string(), device.as_str().to_string())];
-    let Some(dev) = inv.device(device.as_str()) else {
-        return data;
-    };
-    if let Some(tty) = dev.console.as_ref().and_then(|c| c.tty.as_ref()) {
-        data.push(("console".into(), tty.get_ref().display().to_string()));
-    }
-    if let Some(p) = &dev.power {
-        if let Some(pdu) = &p.pdu {
-            data.push(("pdu".into(), pdu.get_ref().as_str().to_string()));
-            let url = inv
-                .pdus
-                .iter()
-                .find(|c| c.name.get_ref() == pdu.get_ref())
-                .and_then(|c| c.url.as_ref());
-            if let Some(url) = url {
-                data.push(("pdu_url".into(), url.get_ref().clone()));
-            }
-        }
-        if let Some(o) = &p.outlet {
-            data.push(("outlet".into(), o.get_ref().0.clone()));
-        }
-    }
-    data
-}
-
 /// A sub-job's id: `base + sub_id` when the base is a number (lava-server gives every sub-job
 /// its own integer id, and the DUT helpers' cache format expects digits), else
 /// `<base>.<sub_id>`.
@@ -169,54 +140,6 @@ pub fn check_group(inv: &Inventory, submission: &str) -> Result<GroupPlan, Group
     let plan = GroupPlan::from_submission(&value, "check")?;
     check_feasible(&plan.requirements, &Candidate::from_inventory(&inv.devices))?;
     Ok(plan)
-}
-
-/// A sub-job's board: started by this process, or the daemon's.
-enum Board {
-    Local(LocalBoard),
-    Daemon { env: RunEnv, setup: DeviceSetup },
-}
-
-impl Board {
-    async fn open(
-        inv: &Arc<Inventory>,
-        device: &DeviceName,
-        opts: &GroupOptions,
-        images: &Option<ImageService>,
-    ) -> Result<Self, SetupError> {
-        match &opts.daemon {
-            Some(env) => {
-                let setup = crate::jobs::runner::service::device_setup(env, device.as_str())
-                    .map_err(SetupError::Daemon)?;
-                Ok(Board::Daemon {
-                    env: env.clone(),
-                    setup,
-                })
-            }
-            None => Ok(Board::Local(
-                LocalBoard::start(
-                    inv.clone(),
-                    device.as_str(),
-                    opts.power.clone(),
-                    images.clone(),
-                )
-                .await?,
-            )),
-        }
-    }
-
-    fn parts(&mut self) -> (&mut RunEnv, DeviceSetup) {
-        match self {
-            Board::Local(l) => (&mut l.env, l.setup.clone()),
-            Board::Daemon { env, setup } => (env, setup.clone()),
-        }
-    }
-
-    async fn stop(self) {
-        if let Board::Local(l) = self {
-            l.stop().await;
-        }
-    }
 }
 
 /// Runs the group `submission` on `inv`'s boards; returns every sub-job's end, in sub_id order.

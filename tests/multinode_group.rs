@@ -4,13 +4,15 @@
 //! type that is the master of a slave board, the slave booted by the master's test
 //! definition after the `lava_ms_*` handshake), and labd's own in-process coordinator.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod group_support;
+
 use std::time::{Duration, Instant};
 
-use labd_hw_fixtures::simboard::{BoardScript, SimBoard};
-use labd_hw_fixtures::simpdu::SimPdu;
-use labd_hw_fixtures::simpdu::http::SimPduServer;
+use group_support::{lab, run_job, table, two_roles};
+
+/// The leader fails: `lava-test-raise` ends its job Incomplete.
+const LEADER_FAILS: &str =
+    "          - lava-test-case started --shell true\n          - lava-test-raise leader-broke";
 
 const GROUP: &str = include_str!("../examples/jobs/demo-group.yaml");
 
@@ -21,107 +23,6 @@ const BOARDS: [(&str, &str, &str); 4] = [
     ("master", "labd-sim-master", "[]"),
     ("slave", "labd-sim-slave", "[]"),
 ];
-
-fn inventory(dir: &Path, boards: &[(String, &str, &str, String)], pdu_url: &str) -> String {
-    let mut t = format!(
-        "[worker]\nname = \"w\"\nstate_dir = \"{}\"\n\
-         [[pdu]]\nname = \"pdu\"\ndriver = \"sim\"\noutlets = 8\nurl = \"{pdu_url}\"\n",
-        dir.join("state").display()
-    );
-    for (i, (name, ty, tags, tty)) in boards.iter().enumerate() {
-        t.push_str(&format!(
-            "[[device]]\nname = \"{name}\"\ndevice_type = \"{ty}\"\ntags = {tags}\n\
-             [device.console]\ntty = \"{tty}\"\nbaud = 115200\n\
-             [device.power]\npdu = \"pdu\"\noutlet = {}\nreboot_delay = \"100ms\"\n\
-             [device.boot]\nmethods = [\"minimal\"]\nresults_dir = \"{}/lava-%s\"\n\
-             character_delays = {{ boot = 1, test = 0 }}\n",
-            i + 1,
-            dir.display()
-        ));
-    }
-    t
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    _boards: Vec<SimBoard>,
-    pdu: SimPdu,
-    _server: SimPduServer,
-    inventory: std::path::PathBuf,
-}
-
-async fn lab(boards: &[(&str, &str, &str)]) -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let pdu = SimPdu::new("pdu", 8);
-    let mut sims = Vec::new();
-    let mut rows = Vec::new();
-    for (i, (name, ty, tags)) in boards.iter().enumerate() {
-        let mut script = BoardScript::uboot_linux(name).fast();
-        script.login = None;
-        let b = SimBoard::spawn(name, dir.path(), script).unwrap();
-        let c = b.control();
-        pdu.on_switch(
-            i as u32 + 1,
-            Box::new(move |on| if on { c.power_on() } else { c.power_off() }),
-        );
-        rows.push((
-            name.to_string(),
-            *ty,
-            *tags,
-            b.control().tty_path().display().to_string(),
-        ));
-        sims.push(b);
-    }
-    let server = SimPduServer::start(pdu.clone()).await.unwrap();
-    let text = inventory(dir.path(), &rows, &server.url());
-    let path = dir.path().join("inventory.toml");
-    std::fs::write(&path, text).unwrap();
-    Lab {
-        dir,
-        _boards: sims,
-        pdu,
-        _server: server,
-        inventory: path,
-    }
-}
-
-/// Runs `labd run-job` in another thread (the PDU server lives on this runtime).
-async fn run_job(lab: &Lab, job: &str) -> (i32, String, String) {
-    let job_path = lab.dir.path().join("group.yaml");
-    std::fs::write(&job_path, job).unwrap();
-    let inv = lab.inventory.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_labd"))
-            .arg("run-job")
-            .arg(&job_path)
-            .arg("-c")
-            .arg(&inv)
-            .args(["--id", "900"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// The rows of one sub-job's results table in the summary (after `[role id] on device:`).
-fn table<'a>(stdout: &'a str, head: &str) -> Vec<&'a str> {
-    let start = stdout
-        .find(head)
-        .unwrap_or_else(|| panic!("no {head:?} in\n{stdout}"));
-    stdout[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_group_runs_on_simulated_boards_with_a_slave_booted_by_its_master() {
@@ -243,4 +144,79 @@ async fn a_group_the_inventory_can_never_hold_is_refused_at_once_naming_the_role
         "{stderr}"
     );
     assert!(lab.pdu.events().is_empty(), "no board was switched");
+}
+
+const TWO_BOARDS: [(&str, &str, &str); 2] = [
+    ("lead", "labd-sim", "[]"),
+    ("follow", "labd-sim-master", "[]"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_essential_role_failing_cancels_a_waiting_peer_at_once() {
+    let lab = lab(&TWO_BOARDS).await;
+    // Without the essential rule the follower would wait for its 5-minute protocol timeout.
+    let job = two_roles(
+        true,
+        LEADER_FAILS,
+        "          - lava-wait never-sent\n          - lava-test-case after-wait --shell true",
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_job(&lab, &job).await;
+    println!("{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 1, "an Incomplete sub-job makes the group fail");
+    assert!(
+        stdout.contains("[leader 900] on lead: Incomplete (Test: leader-broke)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "[follower 901] on follow: Canceled (essential role leader (job 900) on lead ended Incomplete)"
+        ),
+        "{stdout}"
+    );
+    // The follower's own log says why, and it never got past the wait.
+    assert!(stdout.lines().any(|l| l.starts_with("[follower 901]")
+        && l.contains(
+            "Canceling the job: essential role leader (job 900) on lead ended Incomplete"
+        )));
+    let follower = table(&stdout, "[follower 901] on follow:");
+    assert!(
+        !follower.iter().any(|l| l.contains("after-wait")),
+        "{follower:?}"
+    );
+    assert!(stdout.contains("group: 0 of 2 sub-jobs Complete"));
+    // Both boards were switched off at the end (finalize ran for the canceled one too).
+    let offs = lab.pdu.events().iter().filter(|e| !e.on).count();
+    assert!(offs >= 2, "{:?}", lab.pdu.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_essential_failure_lets_the_others_finish() {
+    let lab = lab(&TWO_BOARDS).await;
+    let job = two_roles(
+        false,
+        LEADER_FAILS,
+        "          - sleep 3\n          - lava-test-case alone --shell true",
+    );
+    let (code, stdout, stderr) = run_job(&lab, &job).await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[leader 900] on lead: Incomplete (Test: leader-broke)"));
+    assert!(
+        stdout.contains("[follower 901] on follow: Complete"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Canceling the job"));
+    let rows: Vec<String> = table(&stdout, "[follower 901] on follow:")
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| l.contains("pass"))
+        .collect();
+    assert_eq!(rows, ["0_follower alone pass"]);
+    assert!(stdout.contains("group: 1 of 2 sub-jobs Complete"));
 }

@@ -52,6 +52,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|v| !v.is_null())
         .and_then(|v| serde_json::from_value(v.clone()).ok());
     let discovery = reply.get("discovery").cloned().unwrap_or_default();
+    let boards = reply.get("boards").cloned().unwrap_or_default();
+    // Who holds a board (`job 77`, `group 900`, `master job 12`), from the reservations.
+    let held_by = |dev: &str| -> Option<String> {
+        boards.get("held")?.as_array()?.iter().find_map(|h| {
+            (h.get("device")?.as_str()? == dev).then(|| h.get("by")?.as_str().map(String::from))?
+        })
+    };
     let status: StatusReply =
         serde_json::from_value(reply).context("unexpected status reply from the daemon")?;
     let power_of = |dev: &str| {
@@ -99,6 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(p) = power_of(c.device.as_str()) {
             println!("    power:    {}, {}", p.state_text(), p.target_text());
         }
+        if let Some(h) = held_by(c.device.as_str()) {
+            println!("    job:      {h}");
+        }
     }
     if let Some(p) = &power {
         let consoles: Vec<&str> = status.consoles.iter().map(|c| c.device.as_str()).collect();
@@ -113,6 +123,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for pdu in &p.pdus {
             println!("pdu {}", pdu.line());
         }
+    }
+    let waiting: Vec<&str> = boards
+        .get("waiting")
+        .and_then(|w| w.as_array())
+        .map(|w| w.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if !waiting.is_empty() {
+        println!("waiting for boards: {}", waiting.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

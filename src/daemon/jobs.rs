@@ -1,16 +1,20 @@
 //! Jobs inside the daemon: `labd run-job` reaches the daemon's consoles and power queues
-//! through the control socket's `run-job` request, and jobs from a LAVA master (`[master]`)
-//! run on the same runner, so both queue behind each other and behind `labd power` on the
-//! same per-PDU queues and console leases.
+//! through the control socket's `run-job` request (a single job, or a Multi-Node group whose
+//! boards the daemon chooses), and jobs from a LAVA master (`[master]`) run on the same
+//! runner, so all queue behind each other and behind `labd power` on the same per-PDU queues
+//! and console leases. One [`Reservations`] holds every job's boards: a board runs one job at
+//! a time, and a group takes all its boards at once.
 
 use std::sync::Arc;
 
 use super::{DaemonError, Service, ServiceRun, Services};
 use crate::console::source::BoxFut;
+use crate::control::{Conn, Request};
 use crate::images::{ImageService, ImageSettings};
-use crate::jobs::runner::{RunEnv, RunnerExecutor, ServiceFetcher, service};
+use crate::jobs::runner::{BoardLocks, RunEnv, RunnerExecutor, ServiceFetcher, service};
 use crate::master::MasterLink;
 use crate::multinode::ClientSettings;
+use crate::multinode::group::Reservations;
 use crate::multinode::hook::LabdMultinode;
 
 /// The `run-job` control request and the master link.
@@ -57,11 +61,36 @@ impl Service for JobsService {
                 multinode: multinode.clone(),
                 dispatcher_ip: None,
             });
-            let e = env.clone();
-            services.control.register(
-                "run-job",
-                service::handler(move || e(), inv.worker.state_dir.join("jobs")),
-            );
+            let boards = Reservations::new();
+            let b = boards.clone();
+            services.add_status("boards", move || {
+                serde_json::json!({
+                    "held": b.holders().into_iter()
+                        .map(|(d, h)| serde_json::json!({"device": d.as_str(), "by": h}))
+                        .collect::<Vec<_>>(),
+                    "waiting": b.waiters(),
+                })
+            });
+            let (e, b) = (env.clone(), boards.clone());
+            let jobs_dir = inv.worker.state_dir.join("jobs");
+            services
+                .control
+                .register("run-job", move |req: Request, conn: Conn| {
+                    let (env, boards, jobs_dir) = (e(), b.clone(), jobs_dir.clone());
+                    async move {
+                        // Without a device, the request is a Multi-Node submission.
+                        if req
+                            .body
+                            .get("device")
+                            .is_none_or(serde_json::Value::is_null)
+                        {
+                            crate::multinode::group::service::serve(env, boards, req, conn).await
+                        } else {
+                            let locks: Arc<dyn BoardLocks> = Arc::new(boards);
+                            service::serve(env, jobs_dir, Some(locks), req, conn).await
+                        }
+                    }
+                });
             let master = inv
                 .master
                 .as_ref()
@@ -73,7 +102,8 @@ impl Service for JobsService {
                     shutdown.cancelled().await;
                     return;
                 };
-                let executor = Arc::new(RunnerExecutor::new(move || env()));
+                let executor =
+                    Arc::new(RunnerExecutor::new(move || env()).with_boards(Arc::new(boards)));
                 if let Err(e) =
                     MasterLink::run(settings, executor, state_dir, shutdown.clone()).await
                 {

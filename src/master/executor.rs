@@ -143,6 +143,13 @@ impl JobLogSink {
         Self { tx }
     }
 
+    /// A sink not connected to a master, and the reader of its lines (to run a master job's
+    /// executor on its own: tests, tools).
+    pub fn detached() -> (Self, SinkReader) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, SinkReader { rx })
+    }
+
     /// Appends one log line (without its trailing newline). A line break inside the line would
     /// split the record on the wire, so it is escaped as `\n`. Returns false once the job's log
     /// is closed (the job is over); the line is then dropped.
@@ -161,6 +168,25 @@ impl JobLogSink {
         S: Into<String>,
     {
         lines.into_iter().all(|l| self.line(l))
+    }
+}
+
+/// Reads the lines of a [`JobLogSink::detached`] sink.
+#[derive(Debug)]
+pub struct SinkReader {
+    rx: mpsc::UnboundedReceiver<LogMsg>,
+}
+
+impl SinkReader {
+    /// The lines written since the last call.
+    pub fn lines(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            if let LogMsg::Line(l) = m {
+                out.push(l);
+            }
+        }
+        out
     }
 }
 

@@ -31,6 +31,7 @@ pub use config::{MasterConfig, MasterSettings, TokenSource};
 pub use error::MasterError;
 pub use executor::{
     CANCELED_MESSAGE, JobExecutor, JobLogSink, JobOutcome, JobResult, MasterJob, OutcomeFuture,
+    SinkReader,
 };
 pub use link::MasterLink;
 pub use wire::{JobPayload, JobRef, PingAnswer};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::boards::BoardLocks;
 use super::{DeviceSetup, Health, JobLog, JobReport, JobRequest, RunEnv, run_job};
 use crate::jobs::device::DeviceConfiguration;
 use crate::master::{JobExecutor, JobLogSink, JobOutcome, MasterJob, OutcomeFuture};
@@ -16,11 +17,22 @@ use crate::master::{JobExecutor, JobLogSink, JobOutcome, MasterJob, OutcomeFutur
 #[derive(Clone)]
 pub struct RunnerExecutor {
     env: Arc<dyn Fn() -> RunEnv + Send + Sync>,
+    boards: Option<Arc<dyn BoardLocks>>,
 }
 
 impl RunnerExecutor {
     pub fn new(env: impl Fn() -> RunEnv + Send + Sync + 'static) -> Self {
-        Self { env: Arc::new(env) }
+        Self {
+            env: Arc::new(env),
+            boards: None,
+        }
+    }
+
+    /// A job on an inventory board holds it while it runs (waiting first if a local job or
+    /// group has it), so a Multi-Node group of `labd run-job` never takes it meanwhile.
+    pub fn with_boards(mut self, boards: Arc<dyn BoardLocks>) -> Self {
+        self.boards = Some(boards);
+        self
     }
 }
 
@@ -42,6 +54,7 @@ pub fn outcome(report: &JobReport) -> JobOutcome {
 impl JobExecutor for RunnerExecutor {
     fn run(&self, job: MasterJob, sink: JobLogSink, cancel: CancellationToken) -> OutcomeFuture {
         let env = (self.env)();
+        let boards = self.boards.clone();
         Box::pin(async move {
             let s = sink.clone();
             let log = JobLog::new(
@@ -72,6 +85,24 @@ impl JobExecutor for RunnerExecutor {
                     o.errors = format!("Invalid device configuration: {e}");
                     return o;
                 }
+            };
+            let _hold = match (&boards, setup.name.clone()) {
+                (Some(b), Some(name)) => {
+                    let l = log.clone();
+                    let on_wait = Box::new(move |d: String| {
+                        l.info(format!(
+                            "Waiting for the board, in use on this worker ({d})"
+                        ));
+                    });
+                    tokio::select! {
+                        h = b.hold(format!("master job {}", job.id.as_str()), name, on_wait) => Some(h),
+                        _ = cancel.cancelled() => {
+                            log.error("The job was canceled while waiting for its board");
+                            return JobOutcome::canceled(String::new());
+                        }
+                    }
+                }
+                _ => None,
             };
             let req = JobRequest {
                 id: job.id.as_str().to_string(),

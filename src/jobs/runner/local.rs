@@ -27,6 +27,9 @@ pub enum SetupError {
     Power(#[from] PowerError),
     #[error("cannot start the images service: {0}")]
     Images(String),
+    /// The daemon cannot give the board (no console running...).
+    #[error("{0}")]
+    Daemon(String),
 }
 
 /// One inventory device with its console running in this process.

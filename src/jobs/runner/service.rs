@@ -5,7 +5,12 @@
 //! Protocol (one JSON object per line, after the control socket's request line):
 //! - request: `{"request": "run-job", "device": NAME, "definition": YAML, "id": ID?}`;
 //! - reply: `{"ok": true, "job": ID, "work_dir": DIR}` (or an error reply);
+//! - `{"waiting": TEXT}` when the board is held by another job (the daemon's reservations:
+//!   the job waits for it, first come first served);
 //! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`.
+//!
+//! A request without `device` is a Multi-Node submission: the daemon runs it as a group
+//! (`multinode::group::service`, which has its own stream).
 //!
 //! The client closing the connection (Ctrl-C) cancels the job.
 
@@ -17,13 +22,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
+use super::boards::BoardLocks;
 use super::{DeviceSetup, Health, JobLog, JobReport, JobRequest, RunEnv, run_job};
 use crate::control::{Conn, ControlError, Handler, Request};
 
 /// The body of a `run-job` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunJobRequest {
-    pub device: String,
+    /// The board; `None` for a Multi-Node submission (the daemon places its sub-jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub definition: String,
     /// The job id (`LAVA_JOB_ID`); the daemon makes one up when absent.
     #[serde(default)]
@@ -60,6 +68,7 @@ impl JobEnd {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum StreamMsg {
+    Waiting(String),
     Log(String),
     End(JobEnd),
 }
@@ -69,7 +78,8 @@ pub fn local_job_id() -> String {
     chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string()
 }
 
-/// The `run-job` handler. `env` gives the daemon's current consoles, inventory, power and
+/// The `run-job` handler for single jobs, with no board reservations (the daemon composes
+/// its own with [`serve`]). `env` gives the daemon's current consoles, inventory, power and
 /// images at each request (the inventory changes on reload); job directories go under
 /// `jobs_dir/<id>` and stay there (`output.yaml`).
 pub fn handler(
@@ -80,7 +90,7 @@ pub fn handler(
     move |req: Request, conn: Conn| {
         let env = env();
         let jobs_dir = jobs_dir.clone();
-        async move { serve(env, jobs_dir, req, conn).await }
+        async move { serve(env, jobs_dir, None, req, conn).await }
     }
 }
 
@@ -108,7 +118,15 @@ pub fn device_setup(env: &RunEnv, device: &str) -> Result<DeviceSetup, String> {
     ))
 }
 
-async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
+/// Serves one single-job `run-job` request; with `boards`, the job holds its board (waiting
+/// behind other jobs) for its whole run.
+pub async fn serve(
+    env: RunEnv,
+    jobs_dir: PathBuf,
+    boards: Option<Arc<dyn BoardLocks>>,
+    req: Request,
+    mut conn: Conn,
+) {
     let body: RunJobRequest = match req.parse() {
         Ok(b) => b,
         Err(e) => {
@@ -116,7 +134,12 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
             return;
         }
     };
-    let setup = match device_setup(&env, &body.device) {
+    let Some(device) = body.device.clone() else {
+        let e = ControlError::BadRequest("run-job: no device".into());
+        let _ = conn.reply_error(&e).await;
+        return;
+    };
+    let setup = match device_setup(&env, &device) {
         Ok(s) => s,
         Err(e) => {
             let _ = conn.reply_error(&ControlError::Remote(e)).await;
@@ -124,12 +147,7 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
         }
     };
     let id = body.id.clone().unwrap_or_else(local_job_id);
-    let valid_id = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !id.starts_with('.');
-    if !valid_id {
+    if !is_safe_id(&id) {
         let e = ControlError::BadRequest(format!("run-job: job id {id:?} is not a safe name"));
         let _ = conn.reply_error(&e).await;
         return;
@@ -140,29 +158,46 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
         let _ = conn.reply_error(&ControlError::Remote(msg)).await;
         return;
     }
-    tracing::info!(job = %id, device = %body.device, peer = %req.peer.user, "run-job request");
+    tracing::info!(job = %id, %device, peer = %req.peer.user, "run-job request");
     let reply = serde_json::json!({"job": id, "work_dir": work_dir});
     if conn.reply_ok(reply).await.is_err() {
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StreamMsg>();
+    let log_tx = tx.clone();
     let log = JobLog::new(
         Some(&work_dir.join("output.yaml")),
         Some(Box::new(move |l: &str| {
-            let _ = tx.send(l.to_string());
+            let _ = log_tx.send(StreamMsg::Log(l.to_string()));
         })),
     );
     let cancel = CancellationToken::new();
+    let holder = format!("job {id}");
     let job = JobRequest {
         id,
         definition: body.definition,
-        device: setup,
+        device: setup.clone(),
         work_dir,
         log: log.clone(),
         cancel: cancel.clone(),
     };
     let (mut rd, mut wr) = conn.stream.into_split();
-    let mut runner = tokio::spawn(async move { run_job(&env, job).await });
+    let waiting = cancel.clone();
+    let mut runner = tokio::spawn(async move {
+        let _hold = match (boards, setup.name) {
+            (Some(b), Some(name)) => {
+                let on_wait = Box::new(move |d: String| {
+                    let _ = tx.send(StreamMsg::Waiting(d));
+                });
+                tokio::select! {
+                    h = b.hold(holder, name, on_wait) => Some(h),
+                    _ = waiting.cancelled() => return None,
+                }
+            }
+            _ => None,
+        };
+        Some(run_job(&env, job).await)
+    });
     // The client going away (EOF or error on its side) cancels the job.
     let watcher = {
         let cancel = cancel.clone();
@@ -178,8 +213,8 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
         })
     };
     let mut client_gone = false;
-    let mut forward = async |line: String, gone: &mut bool| {
-        if !*gone && write_msg(&mut wr, &StreamMsg::Log(line)).await.is_err() {
+    let mut forward = async |msg: StreamMsg, gone: &mut bool| {
+        if !*gone && write_msg(&mut wr, &msg).await.is_err() {
             *gone = true;
             cancel.cancel();
             log.detach_stream();
@@ -187,16 +222,20 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
     };
     let finished = loop {
         tokio::select! {
-            Some(line) = rx.recv() => forward(line, &mut client_gone).await,
+            Some(msg) = rx.recv() => forward(msg, &mut client_gone).await,
             r = &mut runner => break r,
         }
     };
     // The job is over: its log writer is gone; send what it wrote last.
-    while let Ok(line) = rx.try_recv() {
-        forward(line, &mut client_gone).await;
+    while let Ok(msg) = rx.try_recv() {
+        forward(msg, &mut client_gone).await;
     }
     let report = match finished {
-        Ok(r) => r,
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            watcher.abort();
+            return;
+        }
         Err(e) => {
             tracing::error!(error = %e, "run-job task failed");
             watcher.abort();
@@ -208,6 +247,15 @@ async fn serve(env: RunEnv, jobs_dir: PathBuf, req: Request, mut conn: Conn) {
         let _ = wr.shutdown().await;
     }
     watcher.abort();
+}
+
+/// A job id that can name a directory: letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub fn is_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !id.starts_with('.')
 }
 
 async fn write_msg(
@@ -225,8 +273,41 @@ async fn write_msg(
 pub async fn run_remote(
     socket: &Path,
     req: &RunJobRequest,
-    mut on_line: impl FnMut(&str),
+    on_line: impl FnMut(&str),
 ) -> Result<(String, JobEnd), ControlError> {
+    run_remote_with(socket, req, on_line, |_| {}).await
+}
+
+/// [`run_remote`], also calling `on_wait` when the job waits for its board.
+pub async fn run_remote_with(
+    socket: &Path,
+    req: &RunJobRequest,
+    mut on_line: impl FnMut(&str),
+    mut on_wait: impl FnMut(&str),
+) -> Result<(String, JobEnd), ControlError> {
+    let (id, mut lines) = send_request(socket, req).await?;
+    while let Some(l) = lines.next_line().await? {
+        match serde_json::from_str::<StreamMsg>(&l) {
+            Ok(StreamMsg::Waiting(s)) => on_wait(&s),
+            Ok(StreamMsg::Log(s)) => on_line(&s),
+            Ok(StreamMsg::End(end)) => return Ok((id, end)),
+            Err(e) => return Err(ControlError::BadReply(format!("{e}: {l}"))),
+        }
+    }
+    Err(ControlError::BadReply(
+        "the daemon closed the connection before the job ended".into(),
+    ))
+}
+
+/// The lines of a `run-job` stream after the daemon's reply.
+pub type ReplyLines = tokio::io::Lines<BufReader<UnixStream>>;
+
+/// Connects, sends a `run-job` request and reads the reply: the job id and the stream. An
+/// error reply is [`ControlError::Remote`] with the daemon's message.
+pub async fn send_request(
+    socket: &Path,
+    req: &RunJobRequest,
+) -> Result<(String, ReplyLines), ControlError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ControlError::Connect {
@@ -262,14 +343,5 @@ pub async fn run_remote(
         .and_then(|j| j.as_str())
         .unwrap_or_default()
         .to_string();
-    while let Some(l) = lines.next_line().await? {
-        match serde_json::from_str::<StreamMsg>(&l) {
-            Ok(StreamMsg::Log(s)) => on_line(&s),
-            Ok(StreamMsg::End(end)) => return Ok((id, end)),
-            Err(e) => return Err(ControlError::BadReply(format!("{e}: {l}"))),
-        }
-    }
-    Err(ControlError::BadReply(
-        "the daemon closed the connection before the job ended".into(),
-    ))
+    Ok((id, lines))
 }

@@ -7,14 +7,8 @@
 //! - can the inventory *ever* hold the group (every board free)? If not, the job is refused
 //!   at once, naming the role that cannot be placed;
 //! - can it hold it *now* (busy boards excluded)? If not, the caller waits
-//!   ([`Reservations::acquire`] does so and takes all boards at once, so two groups never
-//!   deadlock holding half each).
-
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::sync::Notify;
+//!   ([`super::reserve::Reservations::acquire`] does so and takes all boards at once, so two
+//!   groups never deadlock holding half each).
 
 use super::GroupError;
 use crate::ids::DeviceName;
@@ -49,7 +43,7 @@ impl Candidate {
             .collect()
     }
 
-    fn fits(&self, req: &Requirement) -> bool {
+    pub(super) fn fits(&self, req: &Requirement) -> bool {
         self.device_type == req.device_type && req.tags.iter().all(|t| self.tags.contains(t))
     }
 }
@@ -171,101 +165,6 @@ pub fn try_allocate(
     }))
 }
 
-/// The boards in use on this worker, shared by everything that starts jobs, so that a group
-/// takes all its boards at once or none.
-#[derive(Debug, Clone, Default)]
-pub struct Reservations {
-    inner: Arc<Shared>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    taken: Mutex<BTreeSet<DeviceName>>,
-    released: Notify,
-}
-
-impl Reservations {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// True when the board is reserved.
-    pub fn is_taken(&self, name: &DeviceName) -> bool {
-        self.lock().contains(name)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<DeviceName>> {
-        self.inner.taken.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves boards for the whole group: at once if they are free (neither reserved nor
-    /// `busy`), else waits for a release (or `recheck`, for a `busy` that changes on its own)
-    /// up to `patience`. Refuses at once a group the boards can never hold.
-    pub async fn acquire(
-        &self,
-        reqs: &[Requirement],
-        boards: &[Candidate],
-        busy: impl Fn(&DeviceName) -> bool,
-        recheck: Duration,
-        patience: Duration,
-    ) -> Result<Reserved, GroupError> {
-        check_feasible(reqs, boards)?;
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let released = self.inner.released.notified();
-            {
-                let mut taken = self.lock();
-                if let Some(a) = try_allocate(reqs, boards, |n| taken.contains(n) || busy(n))? {
-                    taken.extend(a.devices.iter().cloned());
-                    return Ok(Reserved {
-                        allocation: a,
-                        owner: self.clone(),
-                    });
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                let taken = self.lock().clone();
-                return Err(GroupError::BusyTimeout {
-                    waited: patience,
-                    detail: format!(
-                        "busy: [{}]",
-                        boards
-                            .iter()
-                            .filter(|b| taken.contains(&b.name) || busy(&b.name))
-                            .map(|b| b.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
-            let wake = (now + recheck).min(deadline);
-            tokio::select! {
-                _ = released => {}
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-        }
-    }
-}
-
-/// Boards held for a group; released (and waiters woken) on drop.
-#[derive(Debug)]
-pub struct Reserved {
-    pub allocation: Allocation,
-    owner: Reservations,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        let mut taken = self.owner.lock();
-        for d in &self.allocation.devices {
-            taken.remove(d);
-        }
-        drop(taken);
-        self.owner.inner.released.notify_waiters();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,70 +238,6 @@ mod tests {
         assert_eq!(
             try_allocate(&reqs, &boards, |n| n.as_str() == "bbb02").unwrap(),
             None
-        );
-    }
-
-    #[tokio::test]
-    async fn reservations_wait_for_release_and_take_all_at_once() {
-        let boards = vec![board("bbb01", "bbb", &[]), board("bbb02", "bbb", &[])];
-        let r = Reservations::new();
-        let one = [req("a", 0, "bbb", &[])];
-        let two = [req("s", 0, "bbb", &[]), req("s", 1, "bbb", &[])];
-        let first = r
-            .acquire(
-                &one,
-                &boards,
-                |_| false,
-                Duration::from_secs(60),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-        assert!(r.is_taken(&first.allocation.devices[0]));
-        // The pair waits for the single board to come back, then takes both.
-        let (r2, b2) = (r.clone(), boards.clone());
-        let waiter = tokio::spawn(async move {
-            r2.acquire(
-                &two,
-                &b2,
-                |_| false,
-                Duration::from_secs(60),
-                Duration::from_secs(10),
-            )
-            .await
-            .map(|g| g.allocation.devices.len())
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished());
-        drop(first);
-        assert_eq!(waiter.await.unwrap().unwrap(), 2);
-        // Nothing leaks: everything is free again.
-        assert!(boards.iter().all(|b| !r.is_taken(&b.name)));
-        // And a timeout names the busy boards.
-        let held = r
-            .acquire(
-                &one,
-                &boards,
-                |_| false,
-                Duration::from_secs(60),
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-        let e = r
-            .acquire(
-                &[req("s", 0, "bbb", &[]), req("s", 1, "bbb", &[])],
-                &boards,
-                |_| false,
-                Duration::from_millis(10),
-                Duration::from_millis(30),
-            )
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains(&format!("busy: [{}]", held.allocation.devices[0])),
-            "{e}"
         );
     }
 }

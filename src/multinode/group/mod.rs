@@ -1,15 +1,25 @@
 //! Running a Multi-Node group without a LAVA server: split the submission per role as the
-//! server would ([`split`]), choose inventory boards for the sub-jobs ([`allocate`]).
+//! server would ([`split`], [`plan`]), choose inventory boards for the sub-jobs
+//! ([`allocate`]) and reserve them with every other job of the worker ([`reserve`]), run the
+//! sub-jobs ([`run`], canceling the rest when an essential role fails: [`essential`]), in this
+//! process or in the daemon ([`service`]), and print the results ([`print`]).
 
 pub mod allocate;
+mod board;
+pub mod essential;
 pub mod plan;
 pub mod print;
+pub mod reserve;
 pub mod run;
+pub mod service;
 pub mod split;
 
-pub use allocate::{Allocation, Candidate, Requirement, Reservations, Reserved};
+pub use allocate::{Allocation, Candidate, Requirement};
 pub use plan::GroupPlan;
-pub use run::{GroupOptions, GroupRunError, SubJobEnd, is_group_text, run_group};
+pub use reserve::{Reservations, Reserved};
+pub use run::{
+    GroupOptions, GroupRunError, SubJobEnd, check_group, is_group_text, run_group, sub_job_id,
+};
 pub use split::{SubJob, assign_roles, is_multinode_submission, parse_submission, split};
 
 /// Why a group cannot be split or placed.

@@ -1,7 +1,8 @@
 //! Running a whole Multi-Node group on this worker, without a LAVA server (`labd run-job` on
-//! a submission, `labd demo`): split it per role, place every sub-job on an inventory board,
-//! start a coordinator unless one is configured, and run all sub-jobs concurrently with the
-//! job runner, each with its own console, power and Multi-Node session.
+//! a submission, in its own process or in the daemon; `labd demo`): split it per role, reserve
+//! inventory boards for every sub-job at once, start a coordinator unless one is configured,
+//! and run all sub-jobs concurrently with the job runner, each with its own console, power
+//! and Multi-Node session. A failing essential role cancels the rest ([`super::essential`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::GroupError;
-use super::allocate::{Candidate, Reservations};
+use super::allocate::{Candidate, check_feasible};
+use super::board::Board;
+pub use super::board::slave_data;
+use super::essential::EssentialWatch;
 use super::plan::GroupPlan;
+use super::reserve::Reservations;
 use super::split::parse_submission;
 use crate::ids::DeviceName;
 use crate::images::ImageService;
 use crate::inventory::Inventory;
-use crate::jobs::runner::{JobLog, JobReport, JobRequest, LocalBoard, SetupError, run_job};
+use crate::jobs::runner::{JobLog, JobReport, JobRequest, RunEnv, SetupError, run_job};
 use crate::multinode::config::ClientSettings;
 use crate::multinode::error::CoordinatorError;
 use crate::multinode::hook::LabdMultinode;
@@ -40,6 +45,9 @@ pub enum GroupRunError {
     },
     #[error("role {role}: {message}")]
     SubJob { role: String, message: String },
+    /// Canceled (Ctrl-C, the client went away) before the boards were free.
+    #[error("canceled while waiting for boards")]
+    CanceledWaiting,
     #[error("cannot create {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -50,6 +58,9 @@ pub enum GroupRunError {
 
 /// Receives every log line of every sub-job: `(role, job id, line)`.
 pub type GroupLines = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
+/// Told what a group waits for when its boards are busy.
+pub type WaitNotice = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How to run a group.
 #[derive(Clone)]
@@ -64,11 +75,16 @@ pub struct GroupOptions {
     pub coordinator: Option<ClientSettings>,
     /// Poll delay for the in-process coordinator's clients.
     pub poll_delay: Duration,
-    /// Boards shared with other groups of this process.
+    /// Boards shared with every other job of this process (the daemon's, in the daemon).
     pub reservations: Reservations,
     /// How long to wait for busy boards.
     pub patience: Duration,
     pub lines: Option<GroupLines>,
+    /// Called once if the group has to wait for busy boards, with what it waits for.
+    pub on_wait: Option<WaitNotice>,
+    /// In the daemon: its consoles, power and images (the boards' consoles are the
+    /// daemon's); `None`: each board's console is started in this process.
+    pub daemon: Option<RunEnv>,
     pub cancel: CancellationToken,
 }
 
@@ -83,6 +99,8 @@ impl GroupOptions {
             reservations: Reservations::new(),
             patience: Duration::from_secs(3600),
             lines: None,
+            on_wait: None,
+            daemon: None,
             cancel: CancellationToken::new(),
         }
     }
@@ -95,35 +113,8 @@ pub struct SubJobEnd {
     pub job_id: String,
     pub device: DeviceName,
     pub report: JobReport,
-}
-
-/// What a master board needs to boot a slave board, from the inventory: its name, console,
-/// and how to switch it on (its PDU outlet, and the PDU's HTTP API when it has one).
-pub fn slave_data(inv: &Inventory, device: &DeviceName) -> Vec<(String, String)> {
-    let mut data = vec![("device".to_string(), device.as_str().to_string())];
-    let Some(dev) = inv.device(device.as_str()) else {
-        return data;
-    };
-    if let Some(tty) = dev.console.as_ref().and_then(|c| c.tty.as_ref()) {
-        data.push(("console".into(), tty.get_ref().display().to_string()));
-    }
-    if let Some(p) = &dev.power {
-        if let Some(pdu) = &p.pdu {
-            data.push(("pdu".into(), pdu.get_ref().as_str().to_string()));
-            let url = inv
-                .pdus
-                .iter()
-                .find(|c| c.name.get_ref() == pdu.get_ref())
-                .and_then(|c| c.url.as_ref());
-            if let Some(url) = url {
-                data.push(("pdu_url".into(), url.get_ref().clone()));
-            }
-        }
-        if let Some(o) = &p.outlet {
-            data.push(("outlet".into(), o.get_ref().0.clone()));
-        }
-    }
-    data
+    /// Why the group canceled it (an essential role failed).
+    pub canceled_by: Option<String>,
 }
 
 /// A sub-job's id: `base + sub_id` when the base is a number (lava-server gives every sub-job
@@ -142,6 +133,15 @@ pub fn is_group_text(text: &str) -> bool {
     parse_submission(text).is_ok_and(|v| super::split::is_multinode_submission(&v))
 }
 
+/// Parses and places a submission without running it: refuses at once a submission that is
+/// not a valid group or that the inventory can never hold.
+pub fn check_group(inv: &Inventory, submission: &str) -> Result<GroupPlan, GroupError> {
+    let value = parse_submission(submission)?;
+    let plan = GroupPlan::from_submission(&value, "check")?;
+    check_feasible(&plan.requirements, &Candidate::from_inventory(&inv.devices))?;
+    Ok(plan)
+}
+
 /// Runs the group `submission` on `inv`'s boards; returns every sub-job's end, in sub_id order.
 pub async fn run_group(
     inv: Arc<Inventory>,
@@ -152,16 +152,24 @@ pub async fn run_group(
     let target_group = uuid::Uuid::new_v4().to_string();
     let mut plan = GroupPlan::from_submission(&value, &target_group)?;
     let boards = Candidate::from_inventory(&inv.devices);
-    let reserved = opts
-        .reservations
-        .acquire(
-            &plan.requirements,
-            &boards,
-            |_| false,
-            Duration::from_secs(1),
-            opts.patience,
-        )
-        .await?;
+    let on_wait = opts.on_wait.clone();
+    let holder = format!("group {}", opts.base_id);
+    let acquire = opts.reservations.acquire(
+        &holder,
+        &plan.requirements,
+        &boards,
+        Some(opts.patience),
+        move |detail| {
+            tracing::info!(%detail, "the group waits for busy boards");
+            if let Some(f) = on_wait {
+                f(&detail);
+            }
+        },
+    );
+    let reserved = tokio::select! {
+        r = acquire => r?,
+        _ = opts.cancel.cancelled() => return Err(GroupRunError::CanceledWaiting),
+    };
     let ids: Vec<String> = plan
         .jobs
         .iter()
@@ -198,9 +206,10 @@ pub async fn run_group(
         }
     }
     let factory = mn.into_factory();
-    let images = match &opts.images {
-        Some(s) => Some(s.clone()),
-        None => {
+    let images = match (&opts.images, &opts.daemon) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(_)) => None,
+        (None, None) => {
             let settings = crate::images::ImageSettings::from_inventory(&inv).map_err(|e| {
                 GroupRunError::SubJob {
                     role: "*".into(),
@@ -218,87 +227,110 @@ pub async fn run_group(
         }
     };
 
-    // Start every board first: a board that cannot start fails the group before any job runs.
-    let mut started: Vec<(LocalBoard, String, String, String, DeviceName)> = Vec::new();
+    // Open every board first: a board that cannot start fails the group before any job runs.
+    let mut started: Vec<(Board, String, String, String, DeviceName)> = Vec::new();
     for (i, job) in plan.jobs.iter().enumerate() {
         let device = reserved.allocation.devices[i].clone();
-        let fail = |source| GroupRunError::Setup {
-            role: job.role.clone(),
-            job_id: ids[i].clone(),
-            device: device.clone(),
-            source,
-        };
-        let local = match LocalBoard::start(
-            inv.clone(),
-            device.as_str(),
-            opts.power.clone(),
-            images.clone(),
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                for (l, ..) in started {
-                    LocalBoard::stop(l).await;
+        let board = match Board::open(&inv, &device, &opts, &images).await {
+            Ok(b) => b,
+            Err(source) => {
+                for (b, ..) in started {
+                    b.stop().await;
                 }
-                return Err(fail(e));
+                return Err(GroupRunError::Setup {
+                    role: job.role.clone(),
+                    job_id: ids[i].clone(),
+                    device,
+                    source,
+                });
             }
         };
         let definition = job.runner_yaml()?;
-        started.push((local, definition, job.role.clone(), ids[i].clone(), device));
+        started.push((board, definition, job.role.clone(), ids[i].clone(), device));
     }
 
-    let mut tasks = Vec::new();
-    for (mut local, definition, role, id, device) in started {
-        local.env.multinode = Some(factory.clone());
+    let n = started.len();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, SubJobEnd)>();
+    let mut cancels: Vec<CancellationToken> = Vec::new();
+    let (mut logs, mut names) = (Vec::new(), Vec::new());
+    for (i, (mut board, definition, role, id, device)) in started.into_iter().enumerate() {
         let work_dir = inv.worker.state_dir.join("jobs").join(&id);
-        std::fs::create_dir_all(&work_dir).map_err(|source| GroupRunError::Io {
-            path: work_dir.clone(),
-            source,
-        })?;
+        if let Err(source) = std::fs::create_dir_all(&work_dir) {
+            // Sub-jobs already started are canceled by the group's token going away.
+            for c in &cancels {
+                c.cancel();
+            }
+            board.stop().await;
+            return Err(GroupRunError::Io {
+                path: work_dir,
+                source,
+            });
+        }
         let stream = opts.lines.clone().map(|f| {
             let (r, i) = (role.clone(), id.clone());
             Box::new(move |l: &str| f(&r, &i, l)) as crate::jobs::runner::LineStream
         });
         let log = JobLog::new(Some(&work_dir.join("output.yaml")), stream);
+        let cancel = opts.cancel.child_token();
+        let (env, setup) = board.parts();
+        env.multinode = Some(factory.clone());
         let req = JobRequest {
             id: id.clone(),
             definition,
-            device: local.setup.clone(),
+            device: setup,
             work_dir,
-            log,
-            cancel: opts.cancel.child_token(),
+            log: log.clone(),
+            cancel: cancel.clone(),
         };
+        cancels.push(cancel);
+        logs.push(log);
+        names.push(format!("{role} (job {id}) on {device}"));
         let span = tracing::info_span!("subjob", role = %role, id = %id, device = %device);
-        tasks.push(tokio::spawn(
+        let tx = tx.clone();
+        tokio::spawn(
             async move {
-                let report = run_job(&local.env, req).await;
-                local.stop().await;
-                SubJobEnd {
-                    role,
-                    job_id: id,
-                    device,
-                    report,
-                }
+                let report = match &board {
+                    Board::Local(l) => run_job(&l.env, req).await,
+                    Board::Daemon { env, .. } => run_job(env, req).await,
+                };
+                board.stop().await;
+                let _ = tx.send((
+                    i,
+                    SubJobEnd {
+                        role,
+                        job_id: id,
+                        device,
+                        report,
+                        canceled_by: None,
+                    },
+                ));
             }
             .instrument(span),
-        ));
+        );
     }
-    let mut ends = Vec::new();
-    for (t, i) in tasks.into_iter().zip(0..) {
-        match t.await {
-            Ok(end) => ends.push(end),
-            Err(e) => {
-                return Err(GroupRunError::SubJob {
-                    role: plan.jobs[i].role.clone(),
-                    message: format!("the sub-job's task failed: {e}"),
-                });
-            }
-        }
+    drop(tx);
+    let essential = (0..n).map(|i| plan.is_essential(i)).collect();
+    let mut watch = EssentialWatch::new(essential, cancels, logs);
+    let mut ends: Vec<Option<SubJobEnd>> = (0..n).map(|_| None).collect();
+    while let Some((i, end)) = rx.recv().await {
+        watch.ended(i, &names[i], end.report.health);
+        ends[i] = Some(end);
     }
     drop(reserved);
     if let Some(s) = server {
         s.shutdown().await;
     }
-    Ok(ends)
+    let mut out = Vec::new();
+    for (i, end) in ends.into_iter().enumerate() {
+        let Some(mut end) = end else {
+            return Err(GroupRunError::SubJob {
+                role: plan.jobs[i].role.clone(),
+                message: "the sub-job's task failed".into(),
+            });
+        };
+        watch.apply(i, &mut end.report);
+        end.canceled_by = watch.reason(i).map(str::to_string);
+        out.push(end);
+    }
+    Ok(out)
 }

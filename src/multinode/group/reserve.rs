@@ -1,0 +1,408 @@
+//! The boards in use on this worker. The daemon owns one [`Reservations`] for every kind of
+//! job (a master job, a single `run-job`, each Multi-Node group), so a board is used by one
+//! job at a time and a group sees every busy board.
+//!
+//! Rules:
+//! - a group takes all its boards at once or none: no partial holds, so two groups waiting
+//!   for overlapping boards can never deadlock holding half each;
+//! - waiters are served first come, first served among those that want the same boards: a
+//!   waiter may not take a board an earlier waiter could use, so a big group is not starved by
+//!   a stream of small jobs (waiters for unrelated boards go on at once);
+//! - a group the inventory can never hold is refused before it waits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::GroupError;
+use super::allocate::{Allocation, Candidate, Requirement, check_feasible, try_allocate};
+use crate::console::source::BoxFut;
+use crate::ids::DeviceName;
+use crate::jobs::runner::boards::{BoardHold, BoardLocks, OnWait};
+
+/// The boards reserved on this worker and the waiters for boards; cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct Reservations {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when a board is released or a waiter gives up.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Reserved boards and who holds them (`group 900`, `job 77`).
+    taken: BTreeMap<DeviceName, String>,
+    /// Waiters in arrival order.
+    waiting: Vec<Waiter>,
+    next_ticket: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    holder: String,
+    /// Every board that could serve one of its requirements.
+    wanted: BTreeSet<DeviceName>,
+}
+
+/// A place in the queue; leaving it (served, timed out or dropped) wakes the others.
+struct Queued {
+    ticket: u64,
+    owner: Reservations,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.owner
+            .lock()
+            .waiting
+            .retain(|w| w.ticket != self.ticket);
+        self.owner.inner.changed.notify_waiters();
+    }
+}
+
+impl Reservations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when the board is reserved.
+    pub fn is_taken(&self, name: &DeviceName) -> bool {
+        self.lock().taken.contains_key(name)
+    }
+
+    /// Reserved boards and their holders (for `labd status`).
+    pub fn holders(&self) -> Vec<(DeviceName, String)> {
+        let st = self.lock();
+        st.taken
+            .iter()
+            .map(|(d, h)| (d.clone(), h.clone()))
+            .collect()
+    }
+
+    /// Who waits for boards, in arrival order.
+    pub fn waiters(&self) -> Vec<String> {
+        self.lock()
+            .waiting
+            .iter()
+            .map(|w| w.holder.clone())
+            .collect()
+    }
+
+    /// Reserves boards for the whole group (`reqs[i]` gets `allocation.devices[i]`) for
+    /// `holder`: at once if they are free, else waits in the queue up to `patience` (`None`:
+    /// until served or the future is dropped). `on_wait` is called once, when it first has to
+    /// wait, with the boards it waits for. Refuses at once a group the boards can never hold.
+    pub async fn acquire(
+        &self,
+        holder: &str,
+        reqs: &[Requirement],
+        boards: &[Candidate],
+        patience: Option<Duration>,
+        on_wait: impl FnOnce(String),
+    ) -> Result<Reserved, GroupError> {
+        check_feasible(reqs, boards)?;
+        let wanted: BTreeSet<DeviceName> = boards
+            .iter()
+            .filter(|b| reqs.iter().any(|r| b.fits(r)))
+            .map(|b| b.name.clone())
+            .collect();
+        let deadline = patience.and_then(|p| tokio::time::Instant::now().checked_add(p));
+        let mut queued: Option<Queued> = None;
+        let mut on_wait = Some(on_wait);
+        loop {
+            // Registered before looking, so a release between the look and the wait wakes us.
+            let changed = self.inner.changed.notified();
+            let detail = {
+                let mut st = self.lock();
+                let mine = queued.as_ref().map(|q| q.ticket);
+                let ahead: BTreeSet<&DeviceName> = st
+                    .waiting
+                    .iter()
+                    .filter(|w| mine.is_none_or(|t| w.ticket < t))
+                    .flat_map(|w| w.wanted.iter())
+                    .collect();
+                let placed = try_allocate(reqs, boards, |n| {
+                    st.taken.contains_key(n) || ahead.contains(n)
+                })?;
+                if let Some(allocation) = placed {
+                    for d in &allocation.devices {
+                        st.taken.insert(d.clone(), holder.to_string());
+                    }
+                    drop(st);
+                    // Leaving the queue wakes those behind (boards we wanted but did not take).
+                    drop(queued);
+                    return Ok(Reserved {
+                        allocation,
+                        owner: self.clone(),
+                    });
+                }
+                let detail = wait_detail(&st, &wanted, mine);
+                if queued.is_none() {
+                    let ticket = st.next_ticket;
+                    st.next_ticket += 1;
+                    st.waiting.push(Waiter {
+                        ticket,
+                        holder: holder.to_string(),
+                        wanted: wanted.clone(),
+                    });
+                    queued = Some(Queued {
+                        ticket,
+                        owner: self.clone(),
+                    });
+                }
+                detail
+            };
+            if let Some(f) = on_wait.take() {
+                f(detail.clone());
+            }
+            match deadline {
+                Some(d) if tokio::time::Instant::now() >= d => {
+                    return Err(GroupError::BusyTimeout {
+                        waited: patience.unwrap_or_default(),
+                        detail,
+                    });
+                }
+                Some(d) => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = tokio::time::sleep_until(d) => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Holds one board for a single job, waiting (with no limit) in the same queue as groups.
+    pub async fn hold(
+        &self,
+        holder: &str,
+        device: &DeviceName,
+        on_wait: impl FnOnce(String),
+    ) -> Reserved {
+        // The board alone, with a requirement only it meets: always feasible.
+        let board = Candidate {
+            name: device.clone(),
+            device_type: String::new(),
+            tags: Vec::new(),
+        };
+        let req = Requirement {
+            role: holder.to_string(),
+            sub_id: 0,
+            device_type: String::new(),
+            tags: Vec::new(),
+        };
+        match self.acquire(holder, &[req], &[board], None, on_wait).await {
+            Ok(r) => r,
+            // Unreachable (one board, one requirement it meets, no deadline); hold nothing
+            // rather than panic.
+            Err(e) => {
+                tracing::error!(error = %e, %device, "board hold failed");
+                Reserved {
+                    allocation: Allocation {
+                        devices: Vec::new(),
+                    },
+                    owner: self.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// What a waiter waits for: its boards held by others, and earlier waiters for them.
+fn wait_detail(st: &State, wanted: &BTreeSet<DeviceName>, mine: Option<u64>) -> String {
+    let busy: Vec<String> = wanted
+        .iter()
+        .filter_map(|d| st.taken.get(d).map(|h| format!("{d} ({h})")))
+        .collect();
+    let ahead: Vec<&str> = st
+        .waiting
+        .iter()
+        .filter(|w| mine.is_none_or(|t| w.ticket < t))
+        .filter(|w| !w.wanted.is_disjoint(wanted))
+        .map(|w| w.holder.as_str())
+        .collect();
+    let mut t = format!("busy: [{}]", busy.join(", "));
+    if !ahead.is_empty() {
+        t.push_str(&format!("; queued behind: [{}]", ahead.join(", ")));
+    }
+    t
+}
+
+impl BoardLocks for Reservations {
+    fn hold<'a>(
+        &'a self,
+        holder: String,
+        device: DeviceName,
+        on_wait: OnWait<'a>,
+    ) -> BoxFut<'a, BoardHold> {
+        Box::pin(async move {
+            let r = Reservations::hold(self, &holder, &device, on_wait).await;
+            Box::new(r) as BoardHold
+        })
+    }
+}
+
+/// Boards held for a group or a job; released (and waiters woken) on drop.
+#[derive(Debug)]
+pub struct Reserved {
+    pub allocation: Allocation,
+    owner: Reservations,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let mut st = self.owner.lock();
+        for d in &self.allocation.devices {
+            st.taken.remove(d);
+        }
+        drop(st);
+        self.owner.inner.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(name: &str, ty: &str) -> Candidate {
+        Candidate {
+            name: DeviceName::new(name).unwrap(),
+            device_type: ty.into(),
+            tags: Vec::new(),
+        }
+    }
+
+    fn req(sub_id: u32, ty: &str) -> Requirement {
+        Requirement {
+            role: "r".into(),
+            sub_id,
+            device_type: ty.into(),
+            tags: Vec::new(),
+        }
+    }
+
+    const LONG: Option<Duration> = Some(Duration::from_secs(10));
+
+    #[tokio::test]
+    async fn waits_for_release_and_takes_all_at_once() {
+        let boards = vec![board("bbb01", "bbb"), board("bbb02", "bbb")];
+        let r = Reservations::new();
+        let first = r
+            .acquire("job 1", &[req(0, "bbb")], &boards, LONG, |_| {})
+            .await
+            .unwrap();
+        assert!(r.is_taken(&first.allocation.devices[0]));
+        let (r2, b2) = (r.clone(), boards.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            r2.acquire("group 2", &[req(0, "bbb"), req(1, "bbb")], &b2, LONG, |d| {
+                let _ = tx.send(d);
+            })
+            .await
+            .map(|g| g.allocation.devices.len())
+        });
+        assert_eq!(rx.await.unwrap(), "busy: [bbb01 (job 1)]");
+        // Nothing partial: the free board stays free while the group waits.
+        assert!(!r.is_taken(&boards[1].name));
+        assert_eq!(r.waiters(), ["group 2"]);
+        drop(first);
+        assert_eq!(waiter.await.unwrap().unwrap(), 2);
+        assert!(boards.iter().all(|b| !r.is_taken(&b.name)));
+        assert!(r.waiters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_timeout_names_the_busy_boards_and_leaves_the_queue() {
+        let boards = vec![board("bbb01", "bbb")];
+        let r = Reservations::new();
+        let _held = r.hold("job 1", &boards[0].name, |_| {}).await;
+        let e = r
+            .acquire(
+                "group 2",
+                &[req(0, "bbb")],
+                &boards,
+                Some(Duration::from_millis(30)),
+                |_| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("busy: [bbb01 (job 1)]"), "{e}");
+        assert!(r.waiters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn later_waiters_do_not_overtake_earlier_ones_for_the_same_boards() {
+        let boards = vec![board("a", "t"), board("b", "t"), board("c", "u")];
+        let r = Reservations::new();
+        let held_a = r.hold("job 1", &boards[0].name, |_| {}).await;
+        // A group wanting both `t` boards queues behind job 1.
+        let (r2, b2) = (r.clone(), boards.clone());
+        let group = tokio::spawn(async move {
+            r2.acquire("group 2", &[req(0, "t"), req(1, "t")], &b2, LONG, |_| {})
+                .await
+                .unwrap()
+        });
+        while r.waiters().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // A single job for the free `b` waits behind the group (which could use `b`)...
+        let (r3, b) = (r.clone(), boards[1].name.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let single = tokio::spawn(async move {
+            let h = r3
+                .hold("job 3", &b, |d| {
+                    let _ = tx.send(d);
+                })
+                .await;
+            drop(h);
+        });
+        assert_eq!(
+            rx.await.unwrap(),
+            "busy: []; queued behind: [group 2]".to_string()
+        );
+        // ...while one for an unrelated board goes on at once.
+        let c = r.hold("job 4", &boards[2].name, |_| panic!("waited")).await;
+        drop(c);
+        drop(held_a);
+        let g = group.await.unwrap();
+        assert_eq!(g.allocation.devices.len(), 2);
+        assert!(!single.is_finished());
+        drop(g);
+        single.await.unwrap();
+        assert!(r.holders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_leaves_the_queue() {
+        let boards = [board("a", "t")];
+        let r = Reservations::new();
+        let held = r.hold("job 1", &boards[0].name, |_| {}).await;
+        let r2 = r.clone();
+        let b = boards[0].name.clone();
+        let w = tokio::spawn(async move {
+            r2.hold("job 2", &b, |_| {}).await;
+        });
+        while r.waiters().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        w.abort();
+        let _ = w.await;
+        assert!(r.waiters().is_empty());
+        drop(held);
+        assert!(r.holders().is_empty());
+    }
+}

@@ -523,6 +523,30 @@ fn main() {
         reports[2].wall.as_secs_f64() / reports[0].wall.as_secs_f64(),
         reports[2].wall.as_secs_f64() / reports[1].wall.as_secs_f64(),
     );
+    // The goals are about this load. Throughput is counted two ways: job life cycles
+    // finished per second (the work), and requests answered per second (lava-coordinator
+    // answers more of them, the `wait` re-polls of its slower groups).
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let per_s = |r: &Report| (groups * nodes) as f64 / r.wall.as_secs_f64();
+    let (work, rps) = (
+        per_s(&reports[0]) / per_s(&reports[2]),
+        reports[0].rps() / reports[2].rps(),
+    );
+    println!(
+        "  goal throughput >= 20x lava-coordinator: node life cycles/s {:.0} vs {:.0} = {work:.1}x, requests/s {:.0} vs {:.0} = {rps:.1}x: {}",
+        per_s(&reports[0]),
+        per_s(&reports[2]),
+        reports[0].rps(),
+        reports[2].rps(),
+        verdict(work >= 20.0 && rps >= 20.0),
+    );
+    println!(
+        "  goal p99 < 2 ms: labd {:.3} ms ({}), power mode {:.3} ms ({})",
+        ms(reports[0].p99),
+        verdict(reports[0].p99 < Duration::from_millis(2)),
+        ms(reports[1].p99),
+        verdict(reports[1].p99 < Duration::from_millis(2)),
+    );
     let (lr, lh) = rss_kib(labd.id());
     let (pr, ph) = rss_kib(lava.pid());
     println!("  memory: labd RSS {lr} KiB (peak {lh}), lava-coordinator RSS {pr} KiB (peak {ph})");
@@ -535,6 +559,16 @@ fn main() {
             ms(others),
             ms(own)
         );
+        if name.starts_with("labd") {
+            println!(
+                "  goal: released within one poll interval (1000 ms) of the last arrival: {}",
+                if others <= Duration::from_secs(1) {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+        }
     }
     drop((labd, labd_power));
 }

@@ -113,9 +113,27 @@ fn hashing_pipeline(url: &str, decoder: &str, out: &Path) -> Command {
     c
 }
 
+/// `labd fetch --no-cache`: the output's sha256 is computed, the download's only with
+/// `--sha256` (see [`labd_fetch_verified`]).
 fn labd_fetch(urls: &[String], outs: &[PathBuf], cache: &Path) -> Command {
+    labd_fetch_with(urls, outs, cache, &[])
+}
+
+/// As [`labd_fetch`], checking the download's sha256 too (a job with `sha256sum:`): both
+/// streams hashed, as LAVA does.
+fn labd_fetch_verified(url: &str, sha256: &str, out: &Path, cache: &Path) -> Command {
+    labd_fetch_with(
+        &[url.to_string()],
+        &[out.to_path_buf()],
+        cache,
+        &["--sha256", sha256],
+    )
+}
+
+fn labd_fetch_with(urls: &[String], outs: &[PathBuf], cache: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_labd"));
     c.arg("fetch")
+        .args(extra)
         .arg("--no-cache")
         .arg("--cache-dir")
         .arg(cache);
@@ -147,6 +165,13 @@ fn pinned(cmd: Command, cores: usize) -> Command {
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c
+}
+
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(hex::encode(h.finalize()))
 }
 
 fn cleanup(outs: &[PathBuf]) {
@@ -219,13 +244,14 @@ fn main() -> anyhow::Result<()> {
         }
         let name = format!("img.{suffix}");
         srv.serve_file(&name, &path)?;
+        let digest = file_sha256(&path)?;
         let csize = std::fs::metadata(&path)?.len();
         println!(
             "  {f}: {} MiB compressed (ratio {:.2})",
             csize >> 20,
             size as f64 / csize as f64
         );
-        files.push((f.clone(), name));
+        files.push((f.clone(), name, digest));
     }
     let cache = dir.join("cache");
     // Outputs go to a tmpfs: the shared VM disk's writeback throttling otherwise dominates and
@@ -255,7 +281,7 @@ fn main() -> anyhow::Result<()> {
     let mut scaling = String::new();
     scaling.push_str("| format | images at once | labd MB/s (total) | speed-up vs 1 | CLI MB/s (total) | CLI speed-up | labd peak RSS MiB | load |\n|---|---|---|---|---|---|---|---|\n");
 
-    for (format, name) in &files {
+    for (format, name, digest) in &files {
         let url = srv.url(name);
         let decoders: Vec<(&str, &str)> = match format.as_str() {
             "gz" => vec![
@@ -316,6 +342,24 @@ fn main() -> anyhow::Result<()> {
         );
         summary.push_str(&format!(
             "| {format} | `labd fetch` | {t:.1} | {:.1} | **{:.2}** | {l} |\n",
+            r.max_rss_kib as f64 / 1024.0,
+            t / best_cli
+        ));
+
+        let l = load();
+        let r = best_of(repeat, || {
+            cleanup(&outs);
+            measure(labd_fetch_verified(&url, digest, &outs[0], &cache))
+        })?;
+        let t = mbps(size, r.wall);
+        println!(
+            "  {:<22} {t:8.1} MB/s  {:6.1} MiB  (load {l})  ratio: {:.2}",
+            "labd fetch --sha256",
+            r.max_rss_kib as f64 / 1024.0,
+            t / best_cli
+        );
+        summary.push_str(&format!(
+            "| {format} | `labd fetch --sha256` (download verified too) | {t:.1} | {:.1} | {:.2} | {l} |\n",
             r.max_rss_kib as f64 / 1024.0,
             t / best_cli
         ));

@@ -107,7 +107,8 @@ async fn watch_progress(
     mut rx: watch::Receiver<Progress>,
     bar: Option<indicatif::ProgressBar>,
 ) {
-    let mut last_phase = None;
+    let mut printed = 0;
+    let mut closed = false;
     loop {
         let p = rx.borrow_and_update().clone();
         if let Some(bar) = &bar {
@@ -120,24 +121,29 @@ async fn watch_progress(
                 p.downloaded.max(p.compressed)
             });
             bar.set_message(p.phase.label());
-        } else if last_phase != Some(p.phase) && p.phase != Phase::Done {
-            let what = match p.phase {
-                Phase::Queued => "queued".to_string(),
-                Phase::Connecting => "connecting".to_string(),
-                Phase::Downloading => match p.total {
-                    Some(t) => format!("downloading {t} bytes"),
-                    None => "downloading".to_string(),
-                },
-                Phase::FromCache => "reading from the cache".to_string(),
-                Phase::Verifying => "verifying".to_string(),
-                Phase::Done => String::new(),
-            };
-            eprintln!("labd fetch: {url}: {what}");
+        } else {
+            // Every stage gets its line, even one that passed between two snapshots.
+            for phase in p.passed.iter().skip(printed) {
+                let what = match phase {
+                    Phase::Queued => "queued".to_string(),
+                    Phase::Connecting => "connecting".to_string(),
+                    Phase::Downloading => match p.total {
+                        Some(t) => format!("downloading {t} bytes"),
+                        None => "downloading".to_string(),
+                    },
+                    Phase::FromCache => "reading from the cache".to_string(),
+                    Phase::Verifying => "verifying".to_string(),
+                    Phase::Done => continue,
+                };
+                eprintln!("labd fetch: {url}: {what}");
+            }
+            printed = p.passed.len();
         }
-        last_phase = Some(p.phase);
-        if p.phase == Phase::Done || rx.changed().await.is_err() {
+        if p.phase == Phase::Done || closed {
             break;
         }
+        // Closed (the fetch failed): one more pass shows the stages it reached last.
+        closed = rx.changed().await.is_err();
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

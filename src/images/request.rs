@@ -149,4 +149,53 @@ pub struct Progress {
     pub compressed: u64,
     /// Image bytes written.
     pub output: u64,
+    /// Every phase entered, in order (at most [`Progress::MAX_PASSED`]): a watch channel keeps
+    /// only the latest snapshot, and a line per stage must not lose a short one.
+    #[serde(skip)]
+    pub passed: Vec<Phase>,
+}
+
+impl Progress {
+    pub const MAX_PASSED: usize = 32;
+
+    /// Enters `phase`, remembering it in `passed`.
+    pub fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        if self.passed.last() != Some(&phase) && self.passed.len() < Self::MAX_PASSED {
+            self.passed.push(phase);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_remembers_every_phase_it_passed() {
+        let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+        for phase in [
+            Phase::Queued,
+            Phase::Connecting,
+            Phase::Downloading,
+            Phase::Downloading,
+            Phase::Verifying,
+            Phase::Done,
+        ] {
+            tx.send_modify(|p| p.enter(phase));
+        }
+        // The watcher only sees the last snapshot, which still lists every stage once.
+        let p = rx.borrow().clone();
+        assert_eq!(p.phase, Phase::Done);
+        assert_eq!(
+            p.passed,
+            [
+                Phase::Queued,
+                Phase::Connecting,
+                Phase::Downloading,
+                Phase::Verifying,
+                Phase::Done
+            ]
+        );
+    }
 }

@@ -79,7 +79,7 @@ impl Ctx {
     pub fn phase(&self, phase: Phase, total: Option<u64>) {
         if let Some(tx) = &self.progress {
             tx.send_modify(|p| {
-                p.phase = phase;
+                p.enter(phase);
                 if total.is_some() {
                     p.total = total;
                 }
@@ -212,7 +212,7 @@ impl ImageService {
                 m.output_bytes.inc_by(r.output_bytes);
                 if let Some(tx) = &progress {
                     tx.send_modify(|p| {
-                        p.phase = Phase::Done;
+                        p.enter(Phase::Done);
                         p.downloaded = r.downloaded_bytes;
                         p.compressed = r.compressed_bytes;
                         p.output = r.output_bytes;

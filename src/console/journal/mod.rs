@@ -68,6 +68,16 @@ struct State {
     stop: bool,
     flush_requested: u64,
     flushed: u64,
+    /// The writer waits for a wake-up (nothing was pending); otherwise it is in a timed wait
+    /// and appends need not wake it.
+    idle: bool,
+}
+
+impl State {
+    /// Something the writer must not wait a batch window for.
+    fn urgent(&self) -> bool {
+        self.stop || self.flush_requested != self.flushed || self.buf.len() >= HIGH_WATER
+    }
 }
 
 struct Shared {
@@ -140,7 +150,7 @@ impl Journal {
         format::encode(&mut st.buf, kind, who, data);
         let end = st.buf.len();
         st.ends.push(end);
-        if was_empty || (end >= HIGH_WATER && end - data.len() < HIGH_WATER) {
+        if (was_empty && st.idle) || (end >= HIGH_WATER && end - data.len() < HIGH_WATER) {
             self.shared.cond.notify_one();
         }
     }
@@ -226,14 +236,22 @@ struct Writer {
 }
 
 impl Writer {
+    /// While records keep coming, wakes once per batch window (a timed wait that appends do
+    /// not interrupt); once a window brought nothing, sleeps until an append wakes it. A
+    /// streaming console costs one wake-up and one write per window, not two wake-ups.
     fn run(&mut self, shared: &Shared) {
+        let mut streaming = false;
         loop {
             let (buf, ends, flush_seq, stop) = {
                 let mut st = shared.lock();
-                while st.buf.is_empty() && !st.stop && st.flush_requested == st.flushed {
-                    st = shared.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                if !streaming {
+                    st.idle = true;
+                    while st.buf.is_empty() && !st.urgent() {
+                        st = shared.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    st.idle = false;
                 }
-                if !st.stop && st.flush_requested == st.flushed && st.buf.len() < HIGH_WATER {
+                if !st.urgent() {
                     st = shared
                         .cond
                         .wait_timeout(st, BATCH_WINDOW)
@@ -247,11 +265,14 @@ impl Writer {
                     st.stop,
                 )
             };
+            streaming = !buf.is_empty();
             self.write_records(&buf, &ends);
             {
                 let mut st = shared.lock();
-                st.flushed = st.flushed.max(flush_seq);
-                shared.cond.notify_all();
+                if flush_seq > st.flushed {
+                    st.flushed = flush_seq;
+                    shared.cond.notify_all();
+                }
             }
             if stop {
                 let st = shared.lock();

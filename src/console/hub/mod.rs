@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -121,6 +120,8 @@ pub(crate) struct Hub {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// A read at least this large may have left more behind: read again before handing it out.
+const DRAIN_AFTER: usize = 1024;
 
 impl Hub {
     /// Runs until shutdown; hands back the journal so its final flush can happen off the
@@ -189,8 +190,7 @@ impl Hub {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(cmd) => {
                         if matches!(cmd, Command::Input { .. } | Command::Break { .. }) {
-                            pacer.input_at = Some(Instant::now());
-                            pacer.hold_until = None;
+                            pacer.input();
                         }
                         if let Some(next) = self.handle_online(cmd, &mut on) {
                             return next;
@@ -198,19 +198,20 @@ impl Hub {
                     }
                     None => return Next::Stop,
                 },
-                _ = &mut hold_timer, if hold.is_some() => {
-                    pacer.hold_until = None;
-                }
+                _ = &mut hold_timer, if hold.is_some() => pacer.hold_ended(),
                 r = on.reader.read(&mut buf), if hold.is_none() => match r {
                     Ok(()) => {
                         // Bulk output: take what is already waiting (a pty or tty hands out
                         // at most 4 KiB per read) so the journal and each subscriber see one
-                        // large chunk instead of many small ones.
+                        // large chunk instead of many small ones. A small read emptied the
+                        // buffer: no need to ask again.
                         let mut more = 0;
-                        while buf.len() < READ_CHUNK && more < 16 {
+                        let mut last = buf.len();
+                        while last >= DRAIN_AFTER && buf.len() < READ_CHUNK && more < 16 {
                             more += 1;
-                            match on.reader.read(&mut buf).now_or_never() {
-                                Some(Ok(())) => {}
+                            let before = buf.len();
+                            match on.reader.try_read(&mut buf) {
+                                Some(Ok(())) => last = buf.len() - before,
                                 Some(Err(e)) => {
                                     if !buf.is_empty() {
                                         self.on_output(buf.split().freeze());
@@ -221,7 +222,11 @@ impl Hub {
                             }
                         }
                         if !buf.is_empty() {
+                            let held = pacer.hold_until;
                             if let Some(t) = pacer.after_read(buf.len()) {
+                                if held.is_none() {
+                                    on.reader.pause();
+                                }
                                 hold_timer.as_mut().reset(t);
                             }
                             self.on_output(buf.split().freeze());

@@ -1,18 +1,18 @@
 //! The per-device console journal: every byte a board sent, every input with who sent it, and
 //! labd's own markers, with wall-clock and monotonic timestamps, rotated by size.
 //!
-//! The hub encodes records into a shared buffer (cheap, never blocks on the disk); a dedicated
-//! thread per device batches them to the file. Files: `<journal_dir>/<device>/console.log`,
+//! The hub encodes records into a shared buffer (cheap, never blocks on the disk); one writer
+//! thread for all devices ([`pool`]) batches them to the files. Files: `<journal_dir>/<device>/console.log`,
 //! rotated to `console.log.1` (newest) … `console.log.<keep_files>`.
 
 pub mod format;
+mod pool;
 pub mod reader;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use format::{Record, RecordKind};
@@ -20,6 +20,7 @@ pub use format::{Record, RecordKind};
 use super::config::JournalConfig;
 use crate::ids::DeviceName;
 use crate::metrics::Counter;
+use pool::{Entry, Pool};
 
 /// How long the writer thread lets records accumulate before writing them: one write per
 /// device per 100 ms at most while a board trickles output (64 consoles stay cheap); a flush
@@ -68,6 +69,15 @@ struct State {
     stop: bool,
     flush_requested: u64,
     flushed: u64,
+    /// The writer has written everything after `stop` and forgotten this journal.
+    done: bool,
+}
+
+impl State {
+    /// Something the writer must not wait a batch window for.
+    fn urgent(&self) -> bool {
+        self.stop || self.flush_requested != self.flushed || self.buf.len() >= HIGH_WATER
+    }
 }
 
 struct Shared {
@@ -81,17 +91,18 @@ impl Shared {
     }
 }
 
-/// Handle to one device's journal. Dropping it writes what is pending and stops the thread.
+/// Handle to one device's journal. Dropping it writes what is pending (waiting for it).
 pub struct Journal {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    pool: &'static Pool,
     path: PathBuf,
     /// Largest payload per record, so files rotate close to their size limit.
     max_record: usize,
 }
 
 impl Journal {
-    /// Opens (appending) the journal of `device` under `journal_dir` and starts its writer.
+    /// Opens (appending) the journal of `device` under `journal_dir` and hands it to the
+    /// writer thread.
     pub fn open(
         journal_dir: &Path,
         device: &DeviceName,
@@ -107,7 +118,8 @@ impl Journal {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
         });
-        let mut writer = Writer {
+        let writer = Writer {
+            path: path.clone(),
             dir,
             file: Some(file),
             size,
@@ -118,13 +130,14 @@ impl Journal {
             bytes_written,
             device: device.clone(),
         };
-        let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("journal-{device}"))
-            .spawn(move || writer.run(&sh))?;
+        let pool = Pool::get()?;
+        pool.add(Entry {
+            shared: shared.clone(),
+            writer,
+        });
         Ok(Self {
             shared,
-            thread: Some(thread),
+            pool,
             path,
             max_record: (cfg.max_file_size.0 / 4).clamp(256, 64 << 10) as usize,
         })
@@ -135,13 +148,21 @@ impl Journal {
     }
 
     fn append(&self, kind: RecordKind, who: Option<&str>, data: &[u8]) {
-        let mut st = self.shared.lock();
-        let was_empty = st.buf.is_empty();
-        format::encode(&mut st.buf, kind, who, data);
-        let end = st.buf.len();
-        st.ends.push(end);
-        if was_empty || (end >= HIGH_WATER && end - data.len() < HIGH_WATER) {
-            self.shared.cond.notify_one();
+        let (was_empty, high) = {
+            let mut st = self.shared.lock();
+            let was_empty = st.buf.is_empty();
+            format::encode(&mut st.buf, kind, who, data);
+            let end = st.buf.len();
+            st.ends.push(end);
+            (
+                was_empty,
+                end >= HIGH_WATER && end - data.len() < HIGH_WATER,
+            )
+        };
+        if high {
+            self.pool.wake(true);
+        } else if was_empty {
+            self.pool.appended();
         }
     }
 
@@ -175,36 +196,43 @@ impl Journal {
 
     /// A cheap cloneable flusher, for awaiting a flush from async code.
     pub fn flusher(&self) -> Flusher {
-        Flusher(self.shared.clone())
+        Flusher(self.shared.clone(), self.pool)
     }
 }
 
 /// Requests and waits for a journal flush (see [`Journal::flush_blocking`]).
 #[derive(Clone)]
-pub struct Flusher(Arc<Shared>);
+pub struct Flusher(Arc<Shared>, &'static Pool);
 
 impl Flusher {
     pub fn flush_blocking(&self) {
-        let mut st = self.0.lock();
-        st.flush_requested += 1;
-        let want = st.flush_requested;
-        self.0.cond.notify_all();
-        while st.flushed < want && !st.stop {
-            st = self.0.cond.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+        let want = {
+            let mut st = self.0.lock();
+            st.flush_requested += 1;
+            st.flush_requested
+        };
+        self.1.wake(true);
+        wait_for(&self.0, self.1, |st| st.flushed >= want || st.done);
+    }
+}
+
+/// Waits on a journal's condition until `ready` holds or the writer thread is gone.
+fn wait_for(shared: &Shared, pool: &Pool, ready: impl Fn(&State) -> bool) {
+    let mut st = shared.lock();
+    while !ready(&st) && !pool.is_dead() {
+        st = shared
+            .cond
+            .wait_timeout(st, Duration::from_secs(1))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        {
-            let mut st = self.shared.lock();
-            st.stop = true;
-            self.shared.cond.notify_all();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.shared.lock().stop = true;
+        self.pool.wake(true);
+        wait_for(&self.shared, self.pool, |st| st.done);
     }
 }
 
@@ -214,6 +242,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 struct Writer {
     dir: PathBuf,
+    /// `dir/console.log`.
+    path: PathBuf,
     file: Option<File>,
     size: u64,
     max_size: u64,
@@ -226,40 +256,33 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, shared: &Shared) {
-        loop {
-            let (buf, ends, flush_seq, stop) = {
-                let mut st = shared.lock();
-                while st.buf.is_empty() && !st.stop && st.flush_requested == st.flushed {
-                    st = shared.cond.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                if !st.stop && st.flush_requested == st.flushed && st.buf.len() < HIGH_WATER {
-                    st = shared
-                        .cond
-                        .wait_timeout(st, BATCH_WINDOW)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-                (
-                    std::mem::take(&mut st.buf),
-                    std::mem::take(&mut st.ends),
-                    st.flush_requested,
-                    st.stop,
-                )
-            };
+    /// Writes what `shared` holds. Returns whether there was anything, and whether the journal
+    /// is finished (stopped and fully written) so the writer thread can forget it.
+    fn write_pending(&mut self, shared: &Shared) -> (bool, bool) {
+        let (buf, ends, flush_seq, stop) = {
+            let mut st = shared.lock();
+            (
+                std::mem::take(&mut st.buf),
+                std::mem::take(&mut st.ends),
+                st.flush_requested,
+                st.stop,
+            )
+        };
+        let wrote = !buf.is_empty();
+        if wrote {
             self.write_records(&buf, &ends);
-            {
-                let mut st = shared.lock();
-                st.flushed = st.flushed.max(flush_seq);
-                shared.cond.notify_all();
-            }
-            if stop {
-                let st = shared.lock();
-                if st.buf.is_empty() {
-                    return;
-                }
-            }
         }
+        let mut st = shared.lock();
+        let mut done = false;
+        if stop && st.buf.is_empty() {
+            st.done = true;
+            done = true;
+        }
+        if flush_seq > st.flushed || done {
+            st.flushed = st.flushed.max(flush_seq);
+            shared.cond.notify_all();
+        }
+        (wrote, done)
     }
 
     fn write_records(&mut self, buf: &[u8], ends: &[usize]) {
@@ -316,11 +339,10 @@ impl Writer {
     }
 
     fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
-        let path = self.dir.join(FILE_NAME);
         let result = (|| {
             if self.file.is_none() {
                 fs::create_dir_all(&self.dir)?;
-                let f = open_append(&path)?;
+                let f = open_append(&self.path)?;
                 self.size = f.metadata()?.len();
                 self.file = Some(f);
             }
@@ -335,7 +357,7 @@ impl Writer {
                 self.bytes_written.inc_by(data.len() as u64);
             }
             Err(e) => {
-                tracing::error!(device = %self.device, path = %path.display(), error = %e,
+                tracing::error!(device = %self.device, path = %self.path.display(), error = %e,
                     "cannot write the console journal; keeping the data for a retry");
                 self.file = None;
                 std::thread::sleep(Duration::from_millis(200));
@@ -463,5 +485,44 @@ mod batch_tests {
         std::thread::sleep(BATCH_WINDOW * 3);
         let (recs, _) = format::decode_all(&fs::read(j.path()).unwrap());
         assert_eq!(recs.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    /// Journals share one writer thread: a flush on one is served, a drop writes everything, and a journal opened after others were dropped still works.
+    #[test]
+    fn journals_share_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = JournalConfig::default();
+        let open = |name: &str| {
+            Journal::open(
+                dir.path(),
+                &DeviceName::new(name).unwrap(),
+                &cfg,
+                Counter::default(),
+            )
+            .unwrap()
+        };
+        let journals: Vec<Journal> = (0..8).map(|i| open(&format!("p{i}"))).collect();
+        for (i, j) in journals.iter().enumerate() {
+            j.output(format!("board {i}").as_bytes());
+        }
+        journals[3].flush_blocking();
+        let (recs, _) = format::decode_all(&fs::read(journals[3].path()).unwrap());
+        assert_eq!(recs.last().unwrap().data, b"board 3");
+        let paths: Vec<PathBuf> = journals.iter().map(|j| j.path().to_path_buf()).collect();
+        drop(journals);
+        for (i, p) in paths.iter().enumerate() {
+            let (recs, _) = format::decode_all(&fs::read(p).unwrap());
+            assert_eq!(recs.last().unwrap().data, format!("board {i}").as_bytes());
+        }
+        let again = open("p0");
+        again.output(b"later");
+        drop(again);
+        let (recs, _) = format::decode_all(&fs::read(&paths[0]).unwrap());
+        assert_eq!(recs.last().unwrap().data, b"later");
     }
 }

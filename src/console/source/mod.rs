@@ -2,11 +2,13 @@
 //!
 //! A [`ConsoleSource`] knows how to (re)open one console; each open yields a [`Connection`]
 //! split into a reader and a writer half so the hub can read board output while input is still
-//! being written. Implementations: [`TtySource`] (a local UART, tokio-serial in raw mode) and
+//! being written. Implementations: [`TtySource`] (a local UART: tokio-serial sets the line, reads
+//! and writes go through the raw descriptor) and
 //! [`Ser2netSource`] (a ser2net telnet port, optionally setting the line through RFC 2217).
 
 mod ser2net;
 mod tty;
+mod ttyfd;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -48,6 +50,18 @@ pub trait ConnReader: Send {
     /// negotiation). An error means the link is lost. Must be cancel-safe: dropping the future
     /// loses no byte.
     fn read<'a>(&'a mut self, out: &'a mut BytesMut) -> BoxFut<'a, Result<(), ConsoleError>>;
+
+    /// Like [`ConnReader::read`] but only takes what is already there: `None` when that is
+    /// nothing. Sources that can should override it so an empty poll costs no reactor
+    /// registration.
+    fn try_read(&mut self, out: &mut BytesMut) -> Option<Result<(), ConsoleError>> {
+        use futures::FutureExt;
+        self.read(out).now_or_never()
+    }
+
+    /// The hub will not read for a while (it is pacing a streaming board): a source may stop
+    /// watching for readiness so the board's output wakes nobody until the next read.
+    fn pause(&mut self) {}
 }
 
 /// The sending half of a connection. Input is queued synchronously (already encoded for the

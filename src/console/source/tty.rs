@@ -1,16 +1,16 @@
-//! A local UART (normally a udev symlink such as `/dev/lab/bbb01`), opened with tokio-serial in
-//! raw mode with the configured line settings.
+//! A local UART (normally a udev symlink such as `/dev/lab/bbb01`), opened and configured by
+//! tokio-serial (raw mode, the configured line settings), then read and written through its raw
+//! descriptor ([`super::ttyfd`]).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
-use tokio_serial::SerialStream;
 
+use super::ttyfd::{TtyFd, TtyFdReader, TtyFdWriter};
 use super::{BoxFut, ConnReader, ConnWriter, Connection, ConsoleSource, line_summary};
 use crate::console::ConsoleError;
 use crate::console::config::{FlowControl, LineSettings, Parity};
@@ -65,31 +65,34 @@ fn open_tty(path: PathBuf, line: LineSettings) -> Result<Connection, ConsoleErro
             FlowControl::Software => tokio_serial::FlowControl::Software,
             FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
         });
-    let stream = SerialStream::open(&builder).map_err(|e| ConsoleError::Open {
+    let open_err = |source: std::io::Error| ConsoleError::Open {
         endpoint: endpoint.clone(),
-        source: e.into(),
-    })?;
-    let fd = stream.as_raw_fd();
+        source,
+    };
+    let port = builder.open_native().map_err(|e| open_err(e.into()))?;
+    // SAFETY: `into_raw_fd` hands over the descriptor serialport opened; nothing else owns it.
+    let fd = TtyFd::new(unsafe { OwnedFd::from_raw_fd(port.into_raw_fd()) }).map_err(open_err)?;
     if matches!(line.parity, Parity::Mark | Parity::Space) {
-        set_stick_parity(fd, line.parity == Parity::Mark).map_err(|e| ConsoleError::Serial {
-            endpoint: endpoint.clone(),
-            message: format!("mark/space parity: {e}"),
+        set_stick_parity(fd.raw(), line.parity == Parity::Mark).map_err(|e| {
+            ConsoleError::Serial {
+                endpoint: endpoint.clone(),
+                message: format!("mark/space parity: {e}"),
+            }
         })?;
     }
     let opened = match std::fs::canonicalize(&path) {
         Ok(real) if real != path => format!("{} -> {}", path.display(), real.display()),
         _ => path.display().to_string(),
     };
-    let (r, w) = tokio::io::split(stream);
+    let writer = TtyFdWriter::new(fd.clone()).map_err(open_err)?;
     Ok(Connection {
         reader: Box::new(TtyReader {
-            half: r,
+            fd: TtyFdReader::new(fd),
             scratch: vec![0u8; READ_SIZE].into_boxed_slice(),
             endpoint: endpoint.clone(),
         }),
         writer: Box::new(TtyWriter {
-            half: w,
-            fd,
+            fd: writer,
             ops: VecDeque::new(),
             queued: 0,
             break_until: None,
@@ -102,7 +105,7 @@ fn open_tty(path: PathBuf, line: LineSettings) -> Result<Connection, ConsoleErro
 /// serialport has no mark/space parity; set CMSPAR directly.
 fn set_stick_parity(fd: RawFd, mark: bool) -> nix::Result<()> {
     use nix::sys::termios::{ControlFlags, SetArg, tcgetattr, tcsetattr};
-    // SAFETY: `fd` belongs to the SerialStream opened just above and outlives this call.
+    // SAFETY: `fd` belongs to the TtyFd opened just above and outlives this call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let mut t = tcgetattr(fd)?;
     t.control_flags |= ControlFlags::PARENB | ControlFlags::CMSPAR;
@@ -111,7 +114,7 @@ fn set_stick_parity(fd: RawFd, mark: bool) -> nix::Result<()> {
 }
 
 struct TtyReader {
-    half: ReadHalf<SerialStream>,
+    fd: TtyFdReader,
     scratch: Box<[u8]>,
     endpoint: String,
 }
@@ -119,26 +122,41 @@ struct TtyReader {
 /// Largest single read from a tty.
 const READ_SIZE: usize = 64 * 1024;
 
+impl TtyReader {
+    fn took(&mut self, r: std::io::Result<usize>, out: &mut BytesMut) -> Result<(), ConsoleError> {
+        match r {
+            Ok(0) => Err(ConsoleError::Closed {
+                endpoint: self.endpoint.clone(),
+            }),
+            Ok(n) => {
+                out.extend_from_slice(&self.scratch[..n]);
+                Ok(())
+            }
+            Err(source) => Err(ConsoleError::Io {
+                endpoint: self.endpoint.clone(),
+                source,
+            }),
+        }
+    }
+}
+
 impl ConnReader for TtyReader {
     fn read<'a>(&'a mut self, out: &'a mut BytesMut) -> BoxFut<'a, Result<(), ConsoleError>> {
         Box::pin(async move {
-            // Read into an already-initialised scratch buffer: tokio-serial's `poll_read`
-            // zero-fills whatever unfilled space it is given, which for a large `BytesMut`
-            // costs more than the read itself.
-            match self.half.read(&mut self.scratch).await {
-                Ok(0) => Err(ConsoleError::Closed {
-                    endpoint: self.endpoint.clone(),
-                }),
-                Ok(n) => {
-                    out.extend_from_slice(&self.scratch[..n]);
-                    Ok(())
-                }
-                Err(source) => Err(ConsoleError::Io {
-                    endpoint: self.endpoint.clone(),
-                    source,
-                }),
-            }
+            // Read into an already-initialised scratch buffer rather than the spare capacity of
+            // a large `BytesMut` (which would have to be zero-filled first).
+            let r = self.fd.read(&mut self.scratch).await;
+            self.took(r, out)
         })
+    }
+
+    fn try_read(&mut self, out: &mut BytesMut) -> Option<Result<(), ConsoleError>> {
+        let r = self.fd.try_read(&mut self.scratch).transpose()?;
+        Some(self.took(r, out))
+    }
+
+    fn pause(&mut self) {
+        self.fd.pause();
     }
 }
 
@@ -148,9 +166,7 @@ enum Op {
 }
 
 struct TtyWriter {
-    half: WriteHalf<SerialStream>,
-    /// The tty's descriptor, kept for the BREAK ioctls; valid as long as `half` lives.
-    fd: RawFd,
+    fd: TtyFdWriter,
     ops: VecDeque<Op>,
     queued: usize,
     break_until: Option<Instant>,
@@ -161,7 +177,7 @@ impl TtyWriter {
     fn set_break(&self, on: bool) -> std::io::Result<()> {
         let req = if on { libc::TIOCSBRK } else { libc::TIOCCBRK };
         // SAFETY: plain ioctl without arguments on a descriptor this writer keeps open.
-        let rc = unsafe { libc::ioctl(self.fd, req) };
+        let rc = unsafe { libc::ioctl(self.fd.raw(), req) };
         if rc < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -201,7 +217,7 @@ impl ConnWriter for TtyWriter {
             match self.ops.front_mut() {
                 None => Ok(()),
                 Some(Op::Data(buf)) => {
-                    let n = self.half.write(buf).await.map_err(io_err)?;
+                    let n = self.fd.write(buf).await.map_err(io_err)?;
                     buf.advance(n);
                     self.queued -= n;
                     if buf.is_empty() {

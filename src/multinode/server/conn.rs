@@ -161,7 +161,7 @@ async fn read_frame(
 async fn send_reply(stream: &mut TcpStream, reply: &Reply, limit: Duration, peer: SocketAddr) {
     let frame = protocol::encode_frame(&reply.body());
     let write = async {
-        stream.write_all(&frame).await?;
+        write_all_more(stream, &frame).await?;
         stream.shutdown().await
     };
     match tokio::time::timeout(limit, write).await {
@@ -169,4 +169,30 @@ async fn send_reply(stream: &mut TcpStream, reply: &Reply, limit: Duration, peer
         Ok(Err(e)) => debug!(target: T, "Reply to {} failed: {e}", peer.ip()),
         Err(_) => warn!(target: T, "Timed out sending a reply to {}", peer.ip()),
     }
+}
+
+/// `write_all` with `MSG_MORE`: the kernel holds the reply until the `shutdown` that follows,
+/// so the reply and the FIN leave in one segment instead of two (one loopback round of the TCP
+/// stack less per request; the bytes on the wire are the same).
+async fn write_all_more(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            send(
+                stream.as_raw_fd(),
+                buf,
+                MsgFlags::from_bits_retain(libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -9,9 +9,11 @@
 //! - `store.rs`: the write-ahead journal that lets groups survive a restart.
 //! - `log.rs`: log lines in lava-coordinator's format.
 //!
-//! The state sits behind one mutex held for microseconds per request, never across I/O. A
-//! request that changes state is queued to the journal thread under that mutex (so the journal
-//! order is the state order) and its reply waits for the fsync.
+//! The state sits behind one mutex held for microseconds per request, never across network
+//! I/O. A request that changes state is journaled under that mutex (so the journal order is
+//! the state order): in the default durability mode written to the journal file right there
+//! (fdatasync'd by the journal thread within 50 ms), in `power` mode queued to the journal
+//! thread, the reply waiting for the fdatasync.
 
 mod conn;
 mod handlers;
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -109,12 +111,10 @@ struct Live {
     journal_bytes: u64,
 }
 
-use journal::JournalCmd;
-
 /// Shared by every connection task.
 pub(crate) struct Shared {
     live: Mutex<Live>,
-    journal: Option<std::sync::mpsc::Sender<JournalCmd>>,
+    journal: Option<journal::Handle>,
     cfg: ServerConfig,
     metrics: Metrics,
 }
@@ -278,7 +278,8 @@ impl Shared {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one request; waits until a state change is durable before returning.
+    /// Applies one request; waits until a state change is durable enough (see [`Durability`])
+    /// before returning.
     pub(crate) async fn apply(&self, request: &Value, raw: &[u8]) -> Outcome {
         let (outcome, durable) = {
             let mut live = self.lock();
@@ -287,15 +288,13 @@ impl Shared {
             if outcome.changed.is_some() {
                 let body: Arc<[u8]> = raw.into();
                 live.track(&outcome, body.clone());
-                if let Some(tx) = &self.journal {
-                    let (done_tx, done_rx) = oneshot::channel();
+                if let Some(journal) = &self.journal {
                     live.journal_bytes += body.len() as u64 + 19;
-                    let _ = tx.send(JournalCmd::Append(body, Some(done_tx)));
-                    durable = Some(done_rx);
+                    durable = journal.append(body);
                     if live.journal_bytes > COMPACT_MIN_BYTES
                         && live.journal_bytes > 4 * live.live_bytes
                     {
-                        let _ = tx.send(JournalCmd::Rewrite(live.all_bodies()));
+                        journal.compact(live.all_bodies());
                         live.journal_bytes = live.live_bytes;
                     }
                 }
@@ -304,7 +303,8 @@ impl Shared {
             (outcome, durable)
         };
         if let Some(rx) = durable {
-            // The journal thread answers after fdatasync; if it died, the error is logged there.
+            // The journal thread answers once the record is durable enough; if it died, the
+            // error is logged there.
             let _ = rx.await;
         }
         outcome

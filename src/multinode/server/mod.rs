@@ -5,7 +5,8 @@
 //!   (same replies, same quirks), except that where lava-coordinator raises and dies, labd
 //!   replies `nack` and changes nothing.
 //! - `conn.rs`: one task per connection: read one frame with a deadline and a size limit,
-//!   apply it, reply, close. A silent or slow client only holds its own task.
+//!   apply it, reply, close. A silent or slow client only holds its own task. A request that
+//!   is all there when accepted is served without registering the socket with the event loop.
 //! - `store.rs`: the write-ahead journal that lets groups survive a restart.
 //! - `log.rs`: log lines in lava-coordinator's format.
 //!
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -192,6 +194,17 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(addr);
+        // Accepted through the std socket: connections start unregistered (see `conn::serve`).
+        let bind_error = |source| CoordinatorError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = listener.into_std().map_err(bind_error)?;
+        // SAFETY: the std listener owns its descriptor, which stays open and the same until
+        // the AsyncFd (its only owner) is dropped.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+                .map_err(|e| bind_error(std::io::Error::from(e)))?;
         if recovered > 0 {
             info!(target: LOG_TARGET, "Recovered {} groups from the journal", recovered);
         }
@@ -335,7 +348,23 @@ impl Live {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+/// Accepts one connection: a socket in blocking mode, not registered with the event loop.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+            return accepted;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: AsyncFd<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(shared.cfg.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -347,7 +376,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Cancell
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
+            a = accept(&listener) => a,
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -19,6 +19,9 @@ use crate::multinode::pyjson::{self, Value};
 const DRAIN_LIMIT: usize = 1 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
+/// The first read of a request (most fit in it).
+const FIRST_READ: usize = 1024;
+
 enum ReadError {
     Frame(FrameError, Vec<u8>),
     Io(std::io::Error),
@@ -154,8 +157,17 @@ fn read_now(std: &std::net::TcpStream, max_message: usize) -> std::io::Result<No
     let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
     loop {
+        // As the runtime path reads: 1 KiB at first, then what the header announces.
         let start = buf.len();
-        buf.resize(start + 4096, 0);
+        let announced = buf
+            .get(..HEADER_LEN)
+            .and_then(|h| protocol::parse_header(h).ok())
+            .and_then(|a| usize::try_from(a.max(0)).ok());
+        let room = match announced {
+            Some(want) => (HEADER_LEN + want).saturating_sub(start).max(1),
+            None => FIRST_READ.saturating_sub(start).max(1),
+        };
+        buf.resize(start + room, 0);
         let got = recv(std.as_raw_fd(), &mut buf[start..], MsgFlags::MSG_DONTWAIT);
         buf.truncate(start + *got.as_ref().unwrap_or(&0));
         match got {

@@ -19,6 +19,8 @@
 mod conn;
 mod handlers;
 mod journal;
+#[cfg(test)]
+mod live_tests;
 pub mod log;
 pub mod state;
 pub mod store;

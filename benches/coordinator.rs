@@ -339,8 +339,19 @@ async fn sync_64(addr: SocketAddr) -> (Duration, Duration) {
     (others, own)
 }
 
-/// CPU time (user + system) the process has used so far.
+/// CPU time (user + system) the process has used so far: nanoseconds on CPU summed over its
+/// threads (`schedstat`), or clock ticks of user or system time with `BENCH_CPU=user|sys`.
 fn cpu_time(pid: u32) -> Duration {
+    if std::env::var("BENCH_CPU").is_err()
+        && let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task"))
+    {
+        let ns: u64 = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        return Duration::from_nanos(ns);
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" that closes the command name: utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -453,6 +464,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    // The client load as the goals were first measured with (a multi-thread runtime):
+    // a single-threaded client made lava-coordinator's listen(1) backlog overflow more often
+    // (fewer of its requests per second), which would flatter the ratio.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (labd, labd_port) = start_labd(dir.path(), "process");
@@ -508,9 +522,19 @@ fn main() {
     println!(
         "2. many groups: {groups} groups x {nodes} nodes, full job life cycle, {IN_FLIGHT} requests in flight"
     );
+    let (mut cpu, mut client_cpu) = (Vec::new(), Vec::new());
+    let me = std::process::id();
     let reports: Vec<Report> = servers
         .iter()
-        .map(|(_, a)| rt.block_on(many_groups(*a, groups, nodes)))
+        .zip(pids)
+        .map(|((_, a), pid)| {
+            let (before, mine) = (cpu_time(pid), cpu_time(me));
+            let r = rt.block_on(many_groups(*a, groups, nodes));
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / r.requests as f64;
+            cpu.push(per(cpu_time(pid) - before));
+            client_cpu.push(per(cpu_time(me) - mine));
+            r
+        })
         .collect();
     let rows: Vec<(&str, &Report)> = servers
         .iter()
@@ -518,6 +542,10 @@ fn main() {
         .zip(reports.iter())
         .collect();
     print_table(&rows);
+    println!(
+        "  server CPU per request: labd {:.0} us, labd power {:.0} us, lava-coordinator {:.0} us; the bench client's: {:.0} / {:.0} / {:.0} us",
+        cpu[0], cpu[1], cpu[2], client_cpu[0], client_cpu[1], client_cpu[2]
+    );
     println!(
         "  ratio labd/lava: all groups done {:.1}x sooner (power mode: {:.1}x)",
         reports[2].wall.as_secs_f64() / reports[0].wall.as_secs_f64(),

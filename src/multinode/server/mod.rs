@@ -5,17 +5,22 @@
 //!   (same replies, same quirks), except that where lava-coordinator raises and dies, labd
 //!   replies `nack` and changes nothing.
 //! - `conn.rs`: one task per connection: read one frame with a deadline and a size limit,
-//!   apply it, reply, close. A silent or slow client only holds its own task.
+//!   apply it, reply, close. A silent or slow client only holds its own task. A request that
+//!   is all there when accepted is served without registering the socket with the event loop.
 //! - `store.rs`: the write-ahead journal that lets groups survive a restart.
 //! - `log.rs`: log lines in lava-coordinator's format.
 //!
-//! The state sits behind one mutex held for microseconds per request, never across I/O. A
-//! request that changes state is queued to the journal thread under that mutex (so the journal
-//! order is the state order) and its reply waits for the fsync.
+//! The state sits behind one mutex held for microseconds per request, never across network
+//! I/O. A request that changes state is journaled under that mutex (so the journal order is
+//! the state order): in the default durability mode written to the journal file right there
+//! (fdatasync'd by the journal thread within 50 ms), in `power` mode queued to the journal
+//! thread, the reply waiting for the fdatasync.
 
 mod conn;
 mod handlers;
 mod journal;
+#[cfg(test)]
+mod live_tests;
 pub mod log;
 pub mod state;
 pub mod store;
@@ -26,8 +31,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -109,12 +115,10 @@ struct Live {
     journal_bytes: u64,
 }
 
-use journal::JournalCmd;
-
 /// Shared by every connection task.
 pub(crate) struct Shared {
     live: Mutex<Live>,
-    journal: Option<std::sync::mpsc::Sender<JournalCmd>>,
+    journal: Option<journal::Handle>,
     cfg: ServerConfig,
     metrics: Metrics,
 }
@@ -192,6 +196,17 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(addr);
+        // Accepted through the std socket: connections start unregistered (see `conn::serve`).
+        let bind_error = |source| CoordinatorError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = listener.into_std().map_err(bind_error)?;
+        // SAFETY: the std listener owns its descriptor, which stays open and the same until
+        // the AsyncFd (its only owner) is dropped.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+                .map_err(|e| bind_error(std::io::Error::from(e)))?;
         if recovered > 0 {
             info!(target: LOG_TARGET, "Recovered {} groups from the journal", recovered);
         }
@@ -278,7 +293,8 @@ impl Shared {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one request; waits until a state change is durable before returning.
+    /// Applies one request; waits until a state change is durable enough (see [`Durability`])
+    /// before returning.
     pub(crate) async fn apply(&self, request: &Value, raw: &[u8]) -> Outcome {
         let (outcome, durable) = {
             let mut live = self.lock();
@@ -287,15 +303,13 @@ impl Shared {
             if outcome.changed.is_some() {
                 let body: Arc<[u8]> = raw.into();
                 live.track(&outcome, body.clone());
-                if let Some(tx) = &self.journal {
-                    let (done_tx, done_rx) = oneshot::channel();
+                if let Some(journal) = &self.journal {
                     live.journal_bytes += body.len() as u64 + 19;
-                    let _ = tx.send(JournalCmd::Append(body, Some(done_tx)));
-                    durable = Some(done_rx);
+                    durable = journal.append(body);
                     if live.journal_bytes > COMPACT_MIN_BYTES
                         && live.journal_bytes > 4 * live.live_bytes
                     {
-                        let _ = tx.send(JournalCmd::Rewrite(live.all_bodies()));
+                        journal.compact(live.all_bodies());
                         live.journal_bytes = live.live_bytes;
                     }
                 }
@@ -304,7 +318,8 @@ impl Shared {
             (outcome, durable)
         };
         if let Some(rx) = durable {
-            // The journal thread answers after fdatasync; if it died, the error is logged there.
+            // The journal thread answers once the record is durable enough; if it died, the
+            // error is logged there.
             let _ = rx.await;
         }
         outcome
@@ -335,7 +350,23 @@ impl Live {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+/// Accepts one connection: a socket in blocking mode, not registered with the event loop.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+            return accepted;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: AsyncFd<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(shared.cfg.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -347,7 +378,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Cancell
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
+            a = accept(&listener) => a,
         };
         match accepted {
             Ok((stream, peer)) => {

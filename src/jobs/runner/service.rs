@@ -258,9 +258,10 @@ pub fn is_safe_id(id: &str) -> bool {
         && !id.starts_with('.')
 }
 
-async fn write_msg(
+/// Writes one message of a run-job reply stream: a JSON line (single jobs and groups alike).
+pub(crate) async fn write_msg<T: serde::Serialize>(
     wr: &mut tokio::net::unix::OwnedWriteHalf,
-    msg: &StreamMsg,
+    msg: &T,
 ) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     line.push(b'\n');

@@ -29,7 +29,9 @@ use super::run::{GroupOptions, check_group, is_group_text, run_group};
 use crate::control::{Conn, ControlError, Request};
 use crate::jobs::log::LogValue;
 use crate::jobs::runner::RunEnv;
-use crate::jobs::runner::service::{RunJobRequest, is_safe_id, local_job_id, send_request};
+use crate::jobs::runner::service::{
+    RunJobRequest, is_safe_id, local_job_id, send_request, write_msg,
+};
 use crate::jobs::runner::summary::results_of;
 
 /// How long a group in the daemon waits for busy boards (the client may give up sooner).
@@ -159,15 +161,6 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
         let _ = wr.shutdown().await;
     }
     watcher.abort();
-}
-
-async fn write_msg(
-    wr: &mut tokio::net::unix::OwnedWriteHalf,
-    msg: &GroupMsg,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    wr.write_all(&line).await
 }
 
 /// The client side: sends the submission to the daemon at `socket`, calls `on_line(role, id,

@@ -181,7 +181,7 @@ pub async fn serve(
         log: log.clone(),
         cancel: cancel.clone(),
     };
-    let (mut rd, mut wr) = conn.stream.into_split();
+    let (rd, mut wr) = conn.stream.into_split();
     let waiting = cancel.clone();
     let mut runner = tokio::spawn(async move {
         let _hold = match (boards, setup.name) {
@@ -199,19 +199,7 @@ pub async fn serve(
         Some(run_job(&env, job).await)
     });
     // The client going away (EOF or error on its side) cancels the job.
-    let watcher = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut b = [0u8; 64];
-            loop {
-                match rd.read(&mut b).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            cancel.cancel();
-        })
-    };
+    let watcher = cancel_on_hangup(rd, cancel.clone());
     let mut client_gone = false;
     let mut forward = async |msg: StreamMsg, gone: &mut bool| {
         if !*gone && write_msg(&mut wr, &msg).await.is_err() {
@@ -256,6 +244,24 @@ pub fn is_safe_id(id: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !id.starts_with('.')
+}
+
+/// Cancels `cancel` when the client of a run-job stream goes away (EOF or an error on its
+/// side); abort the task once the run is over.
+pub(crate) fn cancel_on_hangup(
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut b = [0u8; 64];
+        loop {
+            match rd.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        cancel.cancel();
+    })
 }
 
 /// Writes one message of a run-job reply stream: a JSON line (single jobs and groups alike).

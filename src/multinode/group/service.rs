@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::print::SubJobSummary;
@@ -30,7 +30,7 @@ use crate::control::{Conn, ControlError, Request};
 use crate::jobs::log::LogValue;
 use crate::jobs::runner::RunEnv;
 use crate::jobs::runner::service::{
-    RunJobRequest, is_safe_id, local_job_id, send_request, write_msg,
+    RunJobRequest, cancel_on_hangup, is_safe_id, local_job_id, send_request, write_msg,
 };
 use crate::jobs::runner::summary::results_of;
 
@@ -116,21 +116,9 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
     drop(tx);
     let definition = body.definition;
     let mut runner = tokio::spawn(async move { run_group(inv, &definition, opts).await });
-    let (mut rd, mut wr) = conn.stream.into_split();
+    let (rd, mut wr) = conn.stream.into_split();
     // The client going away (EOF or error on its side) cancels the group.
-    let watcher = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut b = [0u8; 64];
-            loop {
-                match rd.read(&mut b).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            cancel.cancel();
-        })
-    };
+    let watcher = cancel_on_hangup(rd, cancel.clone());
     let mut gone = false;
     let finished = loop {
         tokio::select! {

@@ -19,6 +19,11 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 /// lava-worker reconnects after a second.
 const RECONNECT: Duration = Duration::from_secs(1);
 
+/// A second ping this long after an event: lava-server publishes a job's `Scheduled` event
+/// from inside the scheduler's transaction, so a ping answered at once may not see the job yet
+/// (it then waited for the next regular ping, 20 s or more).
+const FOLLOW_UP: Duration = Duration::from_secs(1);
+
 /// Whether a publisher message asks this worker to ping now. Malformed messages are ignored.
 pub fn event_wants_ping(text: &str, worker: &str) -> bool {
     let Ok(serde_json::Value::Array(parts)) = serde_json::from_str::<serde_json::Value>(text)
@@ -84,8 +89,20 @@ pub async fn listen(
                 failures = 0;
                 let mut heartbeat = tokio::time::interval(HEARTBEAT);
                 heartbeat.tick().await;
+                let mut again: Option<tokio::time::Instant> = None;
                 loop {
+                    let follow_up = async {
+                        match again {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
+                        _ = follow_up => {
+                            again = None;
+                            debug!("[EVENT] follow-up ping");
+                            ping_now.notify_one();
+                        }
                         _ = shutdown.cancelled() => {
                             let _ = ws.close(None).await;
                             return;
@@ -100,6 +117,7 @@ pub async fn listen(
                                 if event_wants_ping(t.as_str(), &worker) {
                                     info!("[EVENT] worker mentioned: pinging now");
                                     ping_now.notify_one();
+                                    again = Some(tokio::time::Instant::now() + FOLLOW_UP);
                                 }
                             }
                             Some(Ok(Message::Close(_))) | None => break,

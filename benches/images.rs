@@ -10,8 +10,10 @@
 //! `bzip2 -dc`) against a child `labd fetch URL -o out --no-cache`; then 1, 2 and 4 images at
 //! once (one `labd fetch` with several URLs, against as many pipelines). Throughput is output
 //! bytes per wall-clock second; peak memory is the child's `ru_maxrss` (wait4). Each figure is
-//! the best of `LABD_BENCH_REPEAT` runs (default 2), because the machine is shared; the load
-//! average is printed beside each measurement. Outputs are written to a tmpfs
+//! the best of `LABD_BENCH_REPEAT` runs (default 2; the one-image runs interleave their commands
+//! round by round), because the machine is shared; the load
+//! average is printed beside each measurement. `LABD_BENCH_ALT_BIN=/path/to/labd` adds another
+//! build to the one-image rounds (A/B of a change). Outputs are written to a tmpfs
 //! (`LABD_BENCH_OUT`, default `/dev/shm/labd-bench`) so that disk writeback does not drown the
 //! comparison.
 
@@ -25,6 +27,8 @@ use labd_hw_fixtures::peers::httpd::images::{compress_file, write_sample_image};
 struct Run {
     wall: Duration,
     max_rss_kib: u64,
+    /// User + system CPU of the command and its children.
+    cpu: Duration,
 }
 
 fn load() -> String {
@@ -51,9 +55,11 @@ fn measure(mut cmd: Command) -> anyhow::Result<Run> {
         "{cmd:?} failed with status {status}"
     );
     std::mem::forget(child);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Run {
         wall,
         max_rss_kib: usage.ru_maxrss as u64,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
     })
 }
 
@@ -67,14 +73,42 @@ fn best_of(repeat: usize, mut f: impl FnMut() -> anyhow::Result<Run>) -> anyhow:
             .map_or(r.max_rss_kib, |b| b.max_rss_kib.max(r.max_rss_kib));
         if better {
             best = Some(Run {
-                wall: r.wall,
                 max_rss_kib: rss,
+                ..r
             });
         } else if let Some(b) = &mut best {
             b.max_rss_kib = rss;
         }
     }
     best.ok_or_else(|| anyhow::anyhow!("no runs"))
+}
+
+/// A labelled command, built afresh for each run.
+type Row = (String, Box<dyn Fn() -> Command>);
+
+/// Each command of `rows` once per round, for `repeat` rounds; the best run of each.
+fn best_of_interleaved(repeat: usize, rows: &[Row], outs: &[PathBuf]) -> anyhow::Result<Vec<Run>> {
+    let mut best: Vec<Option<Run>> = rows.iter().map(|_| None).collect();
+    for _ in 0..repeat {
+        for ((_, cmd), slot) in rows.iter().zip(&mut best) {
+            cleanup(outs);
+            let r = measure(cmd())?;
+            *slot = Some(match slot.take() {
+                None => r,
+                Some(b) => {
+                    let rss = b.max_rss_kib.max(r.max_rss_kib);
+                    let faster = if r.wall < b.wall { r } else { b };
+                    Run {
+                        max_rss_kib: rss,
+                        ..faster
+                    }
+                }
+            });
+        }
+    }
+    best.into_iter()
+        .map(|r| r.ok_or_else(|| anyhow::anyhow!("no runs")))
+        .collect()
 }
 
 fn parse_size(s: &str) -> u64 {
@@ -114,24 +148,21 @@ fn hashing_pipeline(url: &str, decoder: &str, out: &Path) -> Command {
 }
 
 /// `labd fetch --no-cache`: the output's sha256 is computed, the download's only with
-/// `--sha256` (see [`labd_fetch_verified`]).
+/// `--sha256` (a [`labd_fetch_with`] option).
 fn labd_fetch(urls: &[String], outs: &[PathBuf], cache: &Path) -> Command {
-    labd_fetch_with(urls, outs, cache, &[])
+    labd_fetch_with(env!("CARGO_BIN_EXE_labd"), urls, outs, cache, &[])
 }
 
-/// As [`labd_fetch`], checking the download's sha256 too (a job with `sha256sum:`): both
-/// streams hashed, as LAVA does.
-fn labd_fetch_verified(url: &str, sha256: &str, out: &Path, cache: &Path) -> Command {
-    labd_fetch_with(
-        &[url.to_string()],
-        &[out.to_path_buf()],
-        cache,
-        &["--sha256", sha256],
-    )
-}
-
-fn labd_fetch_with(urls: &[String], outs: &[PathBuf], cache: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_labd"));
+/// `bin fetch --no-cache` with `extra` options (`--sha256 HEX`: the download verified too, as
+/// for a job with `sha256sum:`, both streams hashed as LAVA does).
+fn labd_fetch_with(
+    bin: &str,
+    urls: &[String],
+    outs: &[PathBuf],
+    cache: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut c = Command::new(bin);
     c.arg("fetch")
         .args(extra)
         .arg("--no-cache")
@@ -208,6 +239,13 @@ fn main() -> anyhow::Result<()> {
     ] {
         labd_hw_fixtures::require_program(prog)?;
     }
+    // Another labd build to compare in the one-image rounds (A/B of a change).
+    let mut labd_bins = vec![env!("CARGO_BIN_EXE_labd").to_string()];
+    labd_bins.extend(
+        std::env::var("LABD_BENCH_ALT_BIN")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "images bench: {} MiB images, formats {formats:?}, best of {repeat}, {cores} cores, load {}",
@@ -273,7 +311,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut summary = String::new();
     summary.push_str(
-        "| format | pipeline | MB/s | peak RSS MiB | labd / best CLI | load |\n|---|---|---|---|---|---|\n",
+        "| format | pipeline | MB/s | peak RSS MiB | CPU s | labd / best CLI | load |\n|---|---|---|---|---|---|---|\n",
     );
     let mut per_core = String::from(
         "| format | 1 image on 1 core MB/s | 2 images on 2 cores MB/s (total) | labd speed-up | CLI speed-up | load |\n|---|---|---|---|---|---|\n",
@@ -294,75 +332,105 @@ fn main() -> anyhow::Result<()> {
             _ => vec![],
         };
         println!("\n== {format} (one image)");
-        let mut best_cli = 0f64;
+        // One row per command; the rounds interleave them so that the slow phases of a shared
+        // machine hit every command alike (best of each is kept).
+        let mut rows: Vec<Row> = Vec::new();
         for (label, dec) in &decoders {
-            let l = load();
-            let r = best_of(repeat, || {
-                cleanup(&outs);
-                measure(pipelines(std::slice::from_ref(&url), dec, &outs[..1]))
-            })?;
-            let t = mbps(size, r.wall);
-            best_cli = best_cli.max(t);
-            println!(
-                "  {label:<22} {t:8.1} MB/s  {:6.1} MiB  (load {l})",
-                r.max_rss_kib as f64 / 1024.0
-            );
-            summary.push_str(&format!(
-                "| {format} | `{}` | {t:.1} | {:.1} | | {l} |\n",
-                label.replace('|', "\\|"),
-                r.max_rss_kib as f64 / 1024.0
+            let (u, o) = (url.clone(), outs[0].clone());
+            let dec = dec.to_string();
+            rows.push((
+                label.to_string(),
+                Box::new(move || {
+                    pipelines(std::slice::from_ref(&u), &dec, std::slice::from_ref(&o))
+                }),
             ));
         }
         if let Some((label, dec)) = decoders.last() {
-            let l = load();
-            let r = best_of(repeat, || {
-                cleanup(&outs);
-                measure(hashing_pipeline(&url, dec, &outs[0]))
-            })?;
-            let t = mbps(size, r.wall);
-            let label = format!("{label} + 2x sha256");
-            println!("  {label:<22} {t:8.1} MB/s  (same work as labd; not the goal's baseline)");
-            summary.push_str(&format!(
-                "| {format} | `{}` (same work, for reference) | {t:.1} | {:.1} | | {l} |\n",
-                label.replace('|', "\\|"),
-                r.max_rss_kib as f64 / 1024.0
+            let (u, o) = (url.clone(), outs[0].clone());
+            let dec = dec.to_string();
+            rows.push((
+                format!("{label} + 2x sha256"),
+                Box::new(move || hashing_pipeline(&u, &dec, &o)),
+            ));
+        }
+        let first_labd = rows.len();
+        for (i, bin) in labd_bins.iter().enumerate() {
+            let tag = if i == 0 {
+                String::new()
+            } else {
+                format!(" [{bin}]")
+            };
+            let (u, o, c, b) = (url.clone(), outs[0].clone(), cache.clone(), bin.clone());
+            rows.push((
+                format!("labd fetch{tag}"),
+                Box::new(move || {
+                    labd_fetch_with(
+                        &b,
+                        std::slice::from_ref(&u),
+                        std::slice::from_ref(&o),
+                        &c,
+                        &[],
+                    )
+                }),
+            ));
+            let (u, o, c, b, d) = (
+                url.clone(),
+                outs[0].clone(),
+                cache.clone(),
+                bin.clone(),
+                digest.clone(),
+            );
+            rows.push((
+                format!("labd fetch --sha256{tag}"),
+                Box::new(move || {
+                    labd_fetch_with(
+                        &b,
+                        std::slice::from_ref(&u),
+                        std::slice::from_ref(&o),
+                        &c,
+                        &["--sha256", &d],
+                    )
+                }),
             ));
         }
         let l = load();
-        let r = best_of(repeat, || {
-            cleanup(&outs);
-            measure(labd_fetch(std::slice::from_ref(&url), &outs[..1], &cache))
-        })?;
-        let t = mbps(size, r.wall);
-        println!(
-            "  {:<22} {t:8.1} MB/s  {:6.1} MiB  (load {l})  ratio to the fastest pipeline: {:.2}",
-            "labd fetch",
-            r.max_rss_kib as f64 / 1024.0,
-            t / best_cli
-        );
-        summary.push_str(&format!(
-            "| {format} | `labd fetch` | {t:.1} | {:.1} | **{:.2}** | {l} |\n",
-            r.max_rss_kib as f64 / 1024.0,
-            t / best_cli
-        ));
-
-        let l = load();
-        let r = best_of(repeat, || {
-            cleanup(&outs);
-            measure(labd_fetch_verified(&url, digest, &outs[0], &cache))
-        })?;
-        let t = mbps(size, r.wall);
-        println!(
-            "  {:<22} {t:8.1} MB/s  {:6.1} MiB  (load {l})  ratio: {:.2}",
-            "labd fetch --sha256",
-            r.max_rss_kib as f64 / 1024.0,
-            t / best_cli
-        );
-        summary.push_str(&format!(
-            "| {format} | `labd fetch --sha256` (download verified too) | {t:.1} | {:.1} | {:.2} | {l} |\n",
-            r.max_rss_kib as f64 / 1024.0,
-            t / best_cli
-        ));
+        let runs = best_of_interleaved(repeat, &rows, &outs)?;
+        let best_cli = runs[..first_labd - 1]
+            .iter()
+            .map(|r| mbps(size, r.wall))
+            .fold(0f64, f64::max);
+        for (i, ((label, _), r)) in rows.iter().zip(&runs).enumerate() {
+            let t = mbps(size, r.wall);
+            let rss = r.max_rss_kib as f64 / 1024.0;
+            let cpu = r.cpu.as_secs_f64();
+            let md_label = label.replace('|', "\\|");
+            if i + 1 < first_labd {
+                println!("  {label:<22} {t:8.1} MB/s  {rss:6.1} MiB  CPU {cpu:.2} s");
+                summary.push_str(&format!(
+                    "| {format} | `{md_label}` | {t:.1} | {rss:.1} | {cpu:.2} | | {l} |\n"
+                ));
+            } else if i + 1 == first_labd {
+                println!(
+                    "  {label:<22} {t:8.1} MB/s  CPU {cpu:.2} s  (same work as labd; not the goal's baseline)"
+                );
+                summary.push_str(&format!("| {format} | `{md_label}` (same work, for reference) | {t:.1} | {rss:.1} | {cpu:.2} | | {l} |\n"));
+            } else {
+                let ratio = t / best_cli;
+                let goal_row = i == first_labd;
+                println!(
+                    "  {label:<22} {t:8.1} MB/s  {rss:6.1} MiB  CPU {cpu:.2} s  ratio to the fastest pipeline: {ratio:.2}"
+                );
+                let shown = if goal_row {
+                    format!("**{ratio:.2}**")
+                } else {
+                    format!("{ratio:.2}")
+                };
+                summary.push_str(&format!(
+                    "| {format} | `{md_label}` | {t:.1} | {rss:.1} | {cpu:.2} | {shown} | {l} |\n"
+                ));
+            }
+        }
+        println!("  (load {l} before the rounds)");
 
         println!("== {format} (several images at once)");
         let fastest_dec = decoders.last().map_or("cat", |d| d.1);

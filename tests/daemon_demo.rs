@@ -139,3 +139,64 @@ async fn demo_runs_the_demo_job_and_the_multinode_group() {
         assert!(stdout.contains(head), "no {head:?} in\n{stdout}");
     }
 }
+
+/// SIGTERM while the demo's jobs run cancels them and ends the demo (status 2), instead of
+/// being swallowed by the signal handler the daemon part installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_demo_jobs_cancels_them() {
+    use std::io::BufRead;
+    labd_hw_fixtures::require_program("curl").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("demo");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_labd"))
+            .args([
+                "demo",
+                "--boards",
+                "1",
+                "--quiet",
+                "--exit-after",
+                "1s",
+                "--dir",
+            ])
+            .arg(&state)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        let mut started = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            // The single job is under way: its console lines come through. (Reading goes on
+            // to the end: a closed pipe would make the demo's next print fail.)
+            if line.starts_with("[job 1 ") && started.is_none() {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .unwrap();
+                started = Some(std::time::Instant::now());
+            }
+        }
+        let started = started.expect("the demo job never started");
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, seen, err, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let (status, stdout, stderr, took) = out;
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("interrupted; cancelling the jobs"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+}

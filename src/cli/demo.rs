@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::console::{ConsoleEvent, SubscribeOptions};
 use crate::daemon::RunningDaemon;
 use crate::daemon::simlab::SimLab;
@@ -162,7 +164,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let status = if args.no_jobs || interrupted {
         0
     } else {
-        demo_jobs(&lab).await?
+        // The SIGTERM handler above stays installed for the life of the process (the default
+        // action is gone), so the jobs must watch for it themselves.
+        let stop = CancellationToken::new();
+        let watch = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("labd demo: interrupted; cancelling the jobs");
+                stop.cancel();
+            })
+        };
+        let status = demo_jobs(&lab, &stop).await;
+        watch.abort();
+        match status {
+            _ if stop.is_cancelled() => 2,
+            s => s?,
+        }
     };
     drop(lab);
     println!("labd demo: stopped");
@@ -175,8 +196,9 @@ const DEMO_JOB: &str = include_str!("../../examples/jobs/demo-sim-uboot.yaml");
 const DEMO_GROUP: &str = include_str!("../../examples/jobs/demo-group.yaml");
 
 /// Runs labd's main job (the single demo job, then the Multi-Node group) on the lab, in this
-/// process as `labd run-job` does without a daemon; 0 when both completed.
-async fn demo_jobs(lab: &SimLab) -> anyhow::Result<u8> {
+/// process as `labd run-job` does without a daemon; 0 when both completed. `stop` cancels
+/// whichever is running (and skips the group).
+async fn demo_jobs(lab: &SimLab, stop: &CancellationToken) -> anyhow::Result<u8> {
     use crate::jobs::runner::summary::{render_line, results_of, results_table};
     use crate::jobs::runner::{Health, JobLog, JobRequest, LocalBoard, run_job};
     use std::sync::{Arc, Mutex};
@@ -211,7 +233,7 @@ async fn demo_jobs(lab: &SimLab) -> anyhow::Result<u8> {
         device: local.setup.clone(),
         work_dir,
         log,
-        cancel: tokio_util::sync::CancellationToken::new(),
+        cancel: stop.child_token(),
     };
     let report = run_job(&local.env, req).await;
     local.stop().await;
@@ -222,12 +244,16 @@ async fn demo_jobs(lab: &SimLab) -> anyhow::Result<u8> {
         results_table(&results.lock().unwrap_or_else(|e| e.into_inner()))
     );
     println!("demo job: {}", report.health.as_str());
+    if stop.is_cancelled() {
+        return Ok(2);
+    }
 
     println!(
         "\nlabd demo: the Multi-Node group (examples/jobs/demo-group.yaml): two servers, a \
          client that boots a slave board after the lava_ms_* handshake, labd's own coordinator\n"
     );
-    let opts = crate::multinode::group::GroupOptions::new("10");
+    let mut opts = crate::multinode::group::GroupOptions::new("10");
+    opts.cancel = stop.child_token();
     let group = crate::multinode::group::print::run_and_print(inv, DEMO_GROUP, opts, false).await?;
     Ok(if single && group == 0 { 0 } else { 1 })
 }

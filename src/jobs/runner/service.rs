@@ -335,8 +335,13 @@ pub async fn send_request(
         .next_line()
         .await?
         .ok_or_else(|| ControlError::BadReply("the daemon closed the connection".into()))?;
+    Ok((parse_reply_head(&first)?, lines))
+}
+
+/// The daemon's first reply line: the job id (empty for a group), or its error.
+fn parse_reply_head(first: &str) -> Result<String, ControlError> {
     let v: serde_json::Value =
-        serde_json::from_str(&first).map_err(|e| ControlError::BadReply(e.to_string()))?;
+        serde_json::from_str(first).map_err(|e| ControlError::BadReply(e.to_string()))?;
     if v.get("ok").and_then(|o| o.as_bool()) != Some(true) {
         return Err(ControlError::Remote(
             v.get("error")
@@ -345,10 +350,78 @@ pub async fn send_request(
                 .to_string(),
         ));
     }
-    let id = v
-        .get("job")
+    Ok(v.get("job")
         .and_then(|j| j.as_str())
         .unwrap_or_default()
-        .to_string();
-    Ok((id, lines))
+        .to_string())
+}
+
+/// Fuzz entry point for what `labd run-job` reads from the daemon: the first line (reply
+/// head), then stream lines of a single job and of a group. Any bytes give a value or an
+/// error; a parsed message serialises back.
+pub fn fuzz_reply_stream(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    if let Some(first) = lines.next() {
+        let _ = parse_reply_head(first);
+    }
+    for l in lines {
+        if let Ok(m) = serde_json::from_str::<StreamMsg>(l) {
+            assert!(serde_json::to_string(&m).is_ok());
+        }
+        crate::multinode::group::service::fuzz_stream_line(l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> String {
+        let end = JobEnd {
+            health: Health::Incomplete,
+            error_type: "Job".into(),
+            error_msg: "boot failed".into(),
+        };
+        let mut s = String::from("{\"ok\": true, \"job\": \"77\"}\n");
+        for m in [
+            StreamMsg::Waiting("b1 (job 76)".into()),
+            StreamMsg::Log("- {dt: 2026-12-06T06:00:00.000000, lvl: info, msg: hi}".into()),
+            StreamMsg::End(end),
+        ] {
+            s.push_str(&serde_json::to_string(&m).unwrap());
+            s.push('\n');
+        }
+        s.push_str(r#"{"line": {"role": "server", "job": "10", "line": "x"}}"#);
+        s.push('\n');
+        s.push_str(r#"{"error": "no boards"}"#);
+        s
+    }
+
+    #[test]
+    fn reply_head_gives_the_id_or_the_daemons_error() {
+        assert_eq!(
+            parse_reply_head(r#"{"ok": true, "job": "77"}"#).unwrap(),
+            "77"
+        );
+        match parse_reply_head(r#"{"ok": false, "error": "no device \"x\""}"#) {
+            Err(ControlError::Remote(m)) => assert_eq!(m, "no device \"x\""),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_reply_head("{\"ok\": tru"),
+            Err(ControlError::BadReply(_))
+        ));
+    }
+
+    #[test]
+    fn fuzz_entry_point_survives_seeds_and_their_cuts() {
+        let s = stream();
+        fuzz_reply_stream(s.as_bytes());
+        for cut in 0..s.len() {
+            fuzz_reply_stream(&s.as_bytes()[..cut]);
+            fuzz_reply_stream(&s.as_bytes()[cut..]);
+        }
+        fuzz_reply_stream(&[0xff, b'\n', 0xfe, b'{']);
+    }
 }

@@ -53,6 +53,13 @@ enum GroupMsg {
     Error(String),
 }
 
+/// One line of a group's reply stream, for [`crate::jobs::runner::service::fuzz_reply_stream`].
+pub(crate) fn fuzz_stream_line(l: &str) {
+    if let Ok(m) = serde_json::from_str::<GroupMsg>(l) {
+        assert!(serde_json::to_string(&m).is_ok());
+    }
+}
+
 /// Serves a group `run-job` request in the daemon: `env` is the daemon's (consoles, power,
 /// images, inventory), `reservations` the daemon's boards.
 pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut conn: Conn) {

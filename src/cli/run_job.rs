@@ -193,7 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// socket file nobody listens on (a stopped daemon) is no daemon.
 async fn refuse_beside_daemon(socket: &Path) -> anyhow::Result<()> {
     let client = ControlClient::new(socket);
-    let ask = client.request(serde_json::json!({"request": "status"}));
+    let ask = client.request(serde_json::json!({"request": "ping"}));
     match tokio::time::timeout(Duration::from_secs(5), ask).await {
         Ok(Err(ControlError::Connect { .. })) => Ok(()),
         // It answered, or accepted the connection (busy): a daemon is there.

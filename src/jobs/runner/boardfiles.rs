@@ -133,7 +133,10 @@ fn open(path: &Path) -> std::io::Result<File> {
         .mode(0o664)
         .open(path)
     {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => File::open(path),
+        // A file that does not exist and cannot be created: the first error says why.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            File::open(path).map_err(|_| e)
+        }
         r => r,
     }
 }

@@ -167,7 +167,21 @@ impl Reservations {
                     }
                     (Some(allocation), String::new())
                 } else {
-                    (None, wait_detail(&st, &wanted, mine, &outside))
+                    let detail = wait_detail(&st, &wanted, mine, &outside);
+                    if queued.is_none() {
+                        let ticket = st.next_ticket;
+                        st.next_ticket += 1;
+                        st.waiting.push(Waiter {
+                            ticket,
+                            holder: holder.to_string(),
+                            wanted: wanted.clone(),
+                        });
+                        queued = Some(Queued {
+                            ticket,
+                            owner: self.clone(),
+                        });
+                    }
+                    (None, detail)
                 }
             };
             if let Some(allocation) = placed {
@@ -198,22 +212,6 @@ impl Reservations {
                         continue;
                     }
                     Err(e) => return Err(GroupError::Boards(e)),
-                }
-            }
-            {
-                let mut st = self.lock();
-                if queued.is_none() {
-                    let ticket = st.next_ticket;
-                    st.next_ticket += 1;
-                    st.waiting.push(Waiter {
-                        ticket,
-                        holder: holder.to_string(),
-                        wanted: wanted.clone(),
-                    });
-                    queued = Some(Queued {
-                        ticket,
-                        owner: self.clone(),
-                    });
                 }
             }
             if let Some(f) = on_wait.take() {

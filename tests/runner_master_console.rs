@@ -136,7 +136,7 @@ async fn a_master_job_waits_for_its_board_held_by_a_local_group() {
     let power = labd::power::PowerService::new(&inv).unwrap();
     let boards = Reservations::new();
     let sim31 = labd::ids::DeviceName::new("sim31").unwrap();
-    let group = boards.hold("group 5", &sim31, |_| {}).await;
+    let group = boards.hold("group 5", &sim31, None, |_| {}).await.unwrap();
     let s = services.clone();
     let executor = RunnerExecutor::new(move || RunEnv {
         consoles: Some(s.consoles.clone()),

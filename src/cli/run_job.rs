@@ -2,28 +2,34 @@
 //! submission runs as a whole group on boards chosen from the inventory: `multinode::group`).
 //! With a daemon running (its control socket answers), the daemon runs the job or the group
 //! on its own consoles, power and board reservations and streams the log back; otherwise (or
-//! with `--local`) this process starts the boards' consoles and power itself.
+//! with `--local`, refused while a daemon answers) this process starts the boards' consoles
+//! and power itself, holding each board's lock file (`state_dir/locks/boards`) so two such
+//! runs, or such a run and the daemon, never use a board at the same time.
+//! `--wait-timeout` bounds the wait for busy boards (default: no limit, as LAVA's scheduler).
 //! The log is shown as it comes, then a results table; the exit status is 0 for Complete, 1
 //! for Incomplete, 2 for Canceled (for a group: 1 when any sub-job is Incomplete).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::InventoryArg;
-use crate::control::ControlError;
+use crate::control::{ControlClient, ControlError};
 use crate::jobs::log::LogValue;
 use crate::jobs::runner::service::{JobEnd, RunJobRequest, local_job_id, run_remote_with};
 use crate::jobs::runner::summary::{render_line, results_of, results_table};
-use crate::jobs::runner::{Health, JobLog, JobRequest, LocalBoard, run_job};
+use crate::jobs::runner::{
+    BoardFiles, BoardLocks, Health, JobLog, JobRequest, LocalBoard, run_job,
+};
 use crate::multinode::group::GroupOptions;
-use crate::multinode::group::GroupRunError;
 use crate::multinode::group::print::{group_status, print_line, run_and_print, summary};
 use crate::multinode::group::service::run_remote_group;
+use crate::multinode::group::{GroupRunError, Reservations};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,9 +44,14 @@ pub struct Args {
     /// The daemon's control socket (default: `labd.sock` in the inventory's state_dir).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Run in this process even if a daemon is running.
+    /// Run in this process, not through the daemon (refused while a daemon answers on the
+    /// control socket: it owns the boards' consoles and power).
     #[arg(long)]
     pub local: bool,
+    /// Give up when the board (or a group's boards) is not free within this time (`90s`,
+    /// `10m`); default: wait until it is.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Option<Duration>,
     /// Print the LAVA log lines as they are (YAML), not a readable rendering.
     #[arg(long)]
     pub raw: bool,
@@ -80,6 +91,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .socket
         .clone()
         .unwrap_or_else(|| inv.worker.control_socket());
+    if args.local {
+        refuse_beside_daemon(&socket).await?;
+    }
     if crate::multinode::group::is_group_text(&definition) {
         return run_group(&args, inv, definition, &socket).await;
     }
@@ -100,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             device: Some(device.clone()),
             definition: definition.clone(),
             id: Some(id.clone()),
+            wait_timeout_ms: wait_ms(args.wait_timeout),
         };
         let p = printer.clone();
         let remote = run_remote_with(
@@ -129,7 +144,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let end = match end {
         Some(e) => e,
-        None => run_local(&device, Arc::new(inv), definition, id, printer.clone()).await?,
+        None => {
+            let local = run_local(
+                &device,
+                Arc::new(inv),
+                definition,
+                id,
+                args.wait_timeout,
+                printer.clone(),
+            );
+            match local.await? {
+                Some(e) => e,
+                // Interrupted while waiting for the board.
+                None => return Ok(ExitCode::from(2)),
+            }
+        }
     };
     let results = printer
         .lock()
@@ -159,13 +188,60 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status))
 }
 
+/// `--local` next to a daemon would open the consoles and switch the boards the daemon owns
+/// (its reservations do not cover this process): refuse while one answers on `socket`. A
+/// socket file nobody listens on (a stopped daemon) is no daemon.
+async fn refuse_beside_daemon(socket: &Path) -> anyhow::Result<()> {
+    let client = ControlClient::new(socket);
+    let ask = client.request(serde_json::json!({"request": "ping"}));
+    match tokio::time::timeout(Duration::from_secs(5), ask).await {
+        Ok(Err(ControlError::Connect { .. })) => Ok(()),
+        // It answered, or accepted the connection (busy): a daemon is there.
+        _ => anyhow::bail!(
+            "--local: a labd daemon answers on {} and owns this inventory's consoles and \
+             boards; run the job without --local (the daemon schedules it on its boards), or \
+             stop the daemon first",
+            socket.display()
+        ),
+    }
+}
+
+/// The request's form of `--wait-timeout`.
+fn wait_ms(t: Option<Duration>) -> Option<u64> {
+    t.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs the job in this process, holding its board (lock file included) for the whole run;
+/// `None` when interrupted while waiting for the board.
 async fn run_local(
     device: &str,
     inv: Arc<crate::inventory::Inventory>,
     definition: String,
     id: String,
+    wait_timeout: Option<Duration>,
     printer: Arc<Mutex<Printer>>,
-) -> anyhow::Result<JobEnd> {
+) -> anyhow::Result<Option<JobEnd>> {
+    let locks: Box<dyn BoardLocks> = Box::new(Reservations::with_files(BoardFiles::for_state_dir(
+        &inv.worker.state_dir,
+    )));
+    // An unknown device holds nothing: `LocalBoard::start` refuses it, naming the devices.
+    let name = inv.device(device).map(|d| d.name().clone());
+    let _hold = match name {
+        Some(name) => {
+            let on_wait = Box::new(move |d: String| {
+                eprintln!("labd run-job: waiting for {device}: {d}");
+            });
+            let hold = locks.hold(format!("job {id}"), name, wait_timeout, on_wait);
+            tokio::select! {
+                h = hold => Some(h.with_context(|| format!("board {device}"))?),
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("labd run-job: interrupted while waiting for {device}");
+                    return Ok(None);
+                }
+            }
+        }
+        None => None,
+    };
     let work_dir = inv.worker.state_dir.join("jobs").join(&id);
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
@@ -200,11 +276,11 @@ async fn run_local(
         "labd run-job: log in {}",
         work_dir.join("output.yaml").display()
     );
-    Ok(JobEnd::from_report(&report))
+    Ok(Some(JobEnd::from_report(&report)))
 }
 
 /// A Multi-Node submission: through the daemon when one answers (it owns the consoles), else
-/// in this process.
+/// in this process, holding the boards' lock files.
 async fn run_group(
     args: &Args,
     inv: crate::inventory::Inventory,
@@ -222,6 +298,7 @@ async fn run_group(
             device: None,
             definition: definition.clone(),
             id: Some(id.clone()),
+            wait_timeout_ms: wait_ms(args.wait_timeout),
         };
         let raw = args.raw;
         let remote = run_remote_group(
@@ -251,6 +328,8 @@ async fn run_group(
         }
     }
     let mut opts = GroupOptions::new(id);
+    opts.reservations = Reservations::with_files(BoardFiles::for_state_dir(&inv.worker.state_dir));
+    opts.patience = args.wait_timeout;
     let cancel = opts.cancel.clone();
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -258,7 +337,6 @@ async fn run_group(
             cancel.cancel();
         }
     });
-    opts.patience = std::time::Duration::from_secs(600);
     let status = run_and_print(Arc::new(inv), &definition, opts, args.raw).await;
     interrupt.abort();
     match status {

@@ -3,7 +3,8 @@
 //! boards the daemon chooses), and jobs from a LAVA master (`[master]`) run on the same
 //! runner, so all queue behind each other and behind `labd power` on the same per-PDU queues
 //! and console leases. One [`Reservations`] holds every job's boards: a board runs one job at
-//! a time, and a group takes all its boards at once.
+//! a time, and a group takes all its boards at once; it also locks each board's file under
+//! `state_dir/locks/boards`, as every `labd run-job` run in its own process does.
 
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use super::{DaemonError, Service, ServiceRun, Services};
 use crate::console::source::BoxFut;
 use crate::control::{Conn, Request};
 use crate::images::{ImageService, ImageSettings};
-use crate::jobs::runner::{BoardLocks, RunEnv, RunnerExecutor, ServiceFetcher, service};
+use crate::jobs::runner::{
+    BoardFiles, BoardLocks, RunEnv, RunnerExecutor, ServiceFetcher, service,
+};
 use crate::master::MasterLink;
 use crate::multinode::ClientSettings;
 use crate::multinode::group::Reservations;
@@ -61,7 +64,10 @@ impl Service for JobsService {
                 multinode: multinode.clone(),
                 dispatcher_ip: None,
             });
-            let boards = Reservations::new();
+            // The lock files keep a `labd run-job` in its own process (started while the
+            // daemon did not answer, or from another inventory with this state_dir) off the
+            // boards the daemon holds, and the daemon off theirs.
+            let boards = Reservations::with_files(BoardFiles::for_state_dir(&inv.worker.state_dir));
             let b = boards.clone();
             services.add_status("boards", move || {
                 serde_json::json!({

@@ -94,8 +94,22 @@ impl JobExecutor for RunnerExecutor {
                             "Waiting for the board, in use on this worker ({d})"
                         ));
                     });
+                    let hold = b.hold(
+                        format!("master job {}", job.id.as_str()),
+                        name,
+                        None,
+                        on_wait,
+                    );
                     tokio::select! {
-                        h = b.hold(format!("master job {}", job.id.as_str()), name, on_wait) => Some(h),
+                        h = hold => match h {
+                            Ok(h) => Some(h),
+                            Err(e) => {
+                                log.error(format!("Cannot hold the board: {e}"));
+                                let mut o = JobOutcome::incomplete("Infrastructure", "");
+                                o.errors = format!("Cannot hold the board: {e}");
+                                return o;
+                            }
+                        },
                         _ = cancel.cancelled() => {
                             log.error("The job was canceled while waiting for its board");
                             return JobOutcome::canceled(String::new());

@@ -10,6 +10,7 @@
 //! the device's power commands ([`power`]) and the images service ([`images`]).
 
 pub mod action;
+pub mod boardfiles;
 pub mod boards;
 pub mod connection;
 pub mod device;
@@ -34,7 +35,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use action::{Act, Pipeline, Spec};
-pub use boards::{BoardHold, BoardLocks};
+pub use boardfiles::BoardFiles;
+pub use boards::{BoardError, BoardHold, BoardLocks};
 pub use connection::Connection;
 pub use device::{ConsoleAccess, DeviceSetup};
 pub use executor::RunnerExecutor;

@@ -7,7 +7,8 @@
 //! - reply: `{"ok": true, "job": ID, "work_dir": DIR}` (or an error reply);
 //! - `{"waiting": TEXT}` when the board is held by another job (the daemon's reservations:
 //!   the job waits for it, first come first served);
-//! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`.
+//! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`; or
+//!   `{"error": TEXT}` when the board was not free within the request's `wait_timeout_ms`.
 //!
 //! A request without `device` is a Multi-Node submission: the daemon runs it as a group
 //! (`multinode::group::service`, which has its own stream).
@@ -16,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -36,6 +38,16 @@ pub struct RunJobRequest {
     /// The job id (`LAVA_JOB_ID`); the daemon makes one up when absent.
     #[serde(default)]
     pub id: Option<String>,
+    /// How long to wait for busy boards (`labd run-job --wait-timeout`); `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_ms: Option<u64>,
+}
+
+impl RunJobRequest {
+    /// The request's wait limit.
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        self.wait_timeout_ms.map(Duration::from_millis)
+    }
 }
 
 /// How a job ended, as sent at the end of the stream.
@@ -71,6 +83,8 @@ enum StreamMsg {
     Waiting(String),
     Log(String),
     End(JobEnd),
+    /// The job did not start: its board was not free in time.
+    Error(String),
 }
 
 /// A job id for a job that has none: the UTC time, digits only (it names `/lava-<id>`).
@@ -173,6 +187,7 @@ pub async fn serve(
     );
     let cancel = CancellationToken::new();
     let holder = format!("job {id}");
+    let patience = body.wait_timeout();
     let job = JobRequest {
         id,
         definition: body.definition,
@@ -186,16 +201,26 @@ pub async fn serve(
     let mut runner = tokio::spawn(async move {
         let _hold = match (boards, setup.name) {
             (Some(b), Some(name)) => {
+                let t = tx.clone();
                 let on_wait = Box::new(move |d: String| {
-                    let _ = tx.send(StreamMsg::Waiting(d));
+                    let _ = t.send(StreamMsg::Waiting(d));
                 });
+                let hold = b.hold(holder, name.clone(), patience, on_wait);
                 tokio::select! {
-                    h = b.hold(holder, name, on_wait) => Some(h),
+                    h = hold => match h {
+                        Ok(h) => Some(h),
+                        Err(e) => {
+                            tracing::info!(%name, error = %e, "run-job: the board is not free");
+                            let _ = tx.send(StreamMsg::Error(format!("board {name}: {e}")));
+                            return None;
+                        }
+                    },
                     _ = waiting.cancelled() => return None,
                 }
             }
             _ => None,
         };
+        drop(tx);
         Some(run_job(&env, job).await)
     });
     // The client going away (EOF or error on its side) cancels the job.
@@ -298,6 +323,7 @@ pub async fn run_remote_with(
             Ok(StreamMsg::Waiting(s)) => on_wait(&s),
             Ok(StreamMsg::Log(s)) => on_line(&s),
             Ok(StreamMsg::End(end)) => return Ok((id, end)),
+            Ok(StreamMsg::Error(e)) => return Err(ControlError::Remote(e)),
             Err(e) => return Err(ControlError::BadReply(format!("{e}: {l}"))),
         }
     }

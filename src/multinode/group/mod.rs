@@ -34,10 +34,7 @@ pub enum GroupError {
     /// The inventory can never hold the group, busy or not.
     #[error("the inventory can never run this group: {detail}")]
     Unsatisfiable { detail: String },
-    /// The boards exist but stayed busy for the whole wait.
-    #[error("boards for the group stayed busy for {waited:?}: {detail}")]
-    BusyTimeout {
-        waited: std::time::Duration,
-        detail: String,
-    },
+    /// The boards exist but stayed busy for the whole wait, or cannot be locked.
+    #[error("boards for the group: {0}")]
+    Boards(#[from] crate::jobs::runner::BoardError),
 }

@@ -8,7 +8,11 @@
 //! - waiters are served first come, first served among those that want the same boards: a
 //!   waiter may not take a board an earlier waiter could use, so a big group is not starved by
 //!   a stream of small jobs (waiters for unrelated boards go on at once);
-//! - a group the inventory can never hold is refused before it waits.
+//! - a group the inventory can never hold is refused before it waits;
+//! - with lock files ([`Reservations::with_files`]: the daemon's and every `labd run-job` in
+//!   its own process) a board is also locked for other processes, all of a group's boards or
+//!   none: boards locked elsewhere are looked at again every [`FILE_POLL`] (there is no
+//!   first come, first served across processes, only within one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,12 @@ use super::GroupError;
 use super::allocate::{Allocation, Candidate, Requirement, check_feasible, try_allocate};
 use crate::console::source::BoxFut;
 use crate::ids::DeviceName;
-use crate::jobs::runner::boards::{BoardHold, BoardLocks, OnWait};
+use crate::jobs::runner::boardfiles::{BoardFiles, FileHold, TryLock};
+use crate::jobs::runner::boards::{BoardError, BoardHold, BoardLocks, OnWait};
+
+/// How often a waiter looks again at boards locked by other processes (their release wakes
+/// nobody in this one).
+pub const FILE_POLL: Duration = Duration::from_millis(200);
 
 /// The boards reserved on this worker and the waiters for boards; cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
@@ -33,6 +42,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken when a board is released or a waiter gives up.
     changed: Notify,
+    /// The worker's board lock files, when boards are also locked for other processes.
+    files: Option<BoardFiles>,
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +80,20 @@ impl Drop for Queued {
 }
 
 impl Reservations {
+    /// Reservations of this process only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reservations that also lock each board's file in `files` while it is held, and wait
+    /// for boards whose file another process holds.
+    pub fn with_files(files: BoardFiles) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                files: Some(files),
+                ..Shared::default()
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -121,10 +144,12 @@ impl Reservations {
         let deadline = patience.and_then(|p| tokio::time::Instant::now().checked_add(p));
         let mut queued: Option<Queued> = None;
         let mut on_wait = Some(on_wait);
+        // Boards whose lock file another process held at this look, with the holder.
+        let mut outside: BTreeMap<DeviceName, String> = BTreeMap::new();
         loop {
             // Registered before looking, so a release between the look and the wait wakes us.
             let changed = self.inner.changed.notified();
-            let detail = {
+            let (placed, detail) = {
                 let mut st = self.lock();
                 let mine = queued.as_ref().map(|q| q.ticket);
                 let ahead: BTreeSet<&DeviceName> = st
@@ -134,64 +159,105 @@ impl Reservations {
                     .flat_map(|w| w.wanted.iter())
                     .collect();
                 let placed = try_allocate(reqs, boards, |n| {
-                    st.taken.contains_key(n) || ahead.contains(n)
+                    st.taken.contains_key(n) || ahead.contains(n) || outside.contains_key(n)
                 })?;
                 if let Some(allocation) = placed {
                     for d in &allocation.devices {
                         st.taken.insert(d.clone(), holder.to_string());
                     }
-                    drop(st);
-                    // Leaving the queue wakes those behind (boards we wanted but did not take).
-                    drop(queued);
-                    return Ok(Reserved {
-                        allocation,
-                        owner: self.clone(),
-                    });
+                    (Some(allocation), String::new())
+                } else {
+                    let detail = wait_detail(&st, &wanted, mine, &outside);
+                    if queued.is_none() {
+                        let ticket = st.next_ticket;
+                        st.next_ticket += 1;
+                        st.waiting.push(Waiter {
+                            ticket,
+                            holder: holder.to_string(),
+                            wanted: wanted.clone(),
+                        });
+                        queued = Some(Queued {
+                            ticket,
+                            owner: self.clone(),
+                        });
+                    }
+                    (None, detail)
                 }
-                let detail = wait_detail(&st, &wanted, mine);
-                if queued.is_none() {
-                    let ticket = st.next_ticket;
-                    st.next_ticket += 1;
-                    st.waiting.push(Waiter {
-                        ticket,
-                        holder: holder.to_string(),
-                        wanted: wanted.clone(),
-                    });
-                    queued = Some(Queued {
-                        ticket,
-                        owner: self.clone(),
-                    });
-                }
-                detail
             };
+            if let Some(allocation) = placed {
+                // Held in this process from here: dropping `r` (an error, the future
+                // dropped) gives the boards back.
+                let mut r = Reserved {
+                    allocation,
+                    files: Vec::new(),
+                    owner: self.clone(),
+                    quiet: false,
+                };
+                match self.lock_files(&r.allocation.devices, holder).await {
+                    Ok(TryLock::Held(files)) => {
+                        r.files = files;
+                        // Leaving the queue wakes those behind (boards we wanted but did not
+                        // take).
+                        drop(queued);
+                        return Ok(r);
+                    }
+                    Ok(TryLock::Busy(busy)) => {
+                        // Given back without waking the others: they look again at their next
+                        // poll (a wake-up now would have two waiters for a board held
+                        // elsewhere fail in turns without pause). Then place the group
+                        // without the boards held elsewhere, or wait.
+                        r.quiet = true;
+                        drop(r);
+                        outside.extend(busy);
+                        continue;
+                    }
+                    Err(e) => return Err(GroupError::Boards(e)),
+                }
+            }
             if let Some(f) = on_wait.take() {
                 f(detail.clone());
             }
-            match deadline {
-                Some(d) if tokio::time::Instant::now() >= d => {
-                    return Err(GroupError::BusyTimeout {
-                        waited: patience.unwrap_or_default(),
-                        detail,
-                    });
-                }
-                Some(d) => {
-                    tokio::select! {
-                        _ = changed => {}
-                        _ = tokio::time::sleep_until(d) => {}
-                    }
-                }
-                None => changed.await,
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Err(GroupError::Boards(BoardError::BusyTimeout {
+                    waited: patience.unwrap_or_default(),
+                    detail,
+                }));
+            }
+            // Boards held elsewhere are looked at again after the poll.
+            let poll = self.inner.files.is_some();
+            outside.clear();
+            tokio::select! {
+                _ = changed => {}
+                _ = sleep_until_some(deadline) => {}
+                _ = tokio::time::sleep(FILE_POLL), if poll => {}
             }
         }
     }
 
-    /// Holds one board for a single job, waiting (with no limit) in the same queue as groups.
+    /// Locks the boards' files too, when this worker has them.
+    async fn lock_files(
+        &self,
+        devices: &[DeviceName],
+        holder: &str,
+    ) -> Result<TryLock, BoardError> {
+        match &self.inner.files {
+            None => Ok(TryLock::Held(Vec::new())),
+            Some(f) => {
+                f.try_lock_all_async(devices.to_vec(), holder.to_string())
+                    .await
+            }
+        }
+    }
+
+    /// Holds one board for a single job, waiting up to `patience` (`None`: no limit) in the
+    /// same queue as groups.
     pub async fn hold(
         &self,
         holder: &str,
         device: &DeviceName,
+        patience: Option<Duration>,
         on_wait: impl FnOnce(String),
-    ) -> Reserved {
+    ) -> Result<Reserved, BoardError> {
         // The board alone, with a requirement only it meets: always feasible.
         let board = Candidate {
             name: device.clone(),
@@ -204,28 +270,42 @@ impl Reservations {
             device_type: String::new(),
             tags: Vec::new(),
         };
-        match self.acquire(holder, &[req], &[board], None, on_wait).await {
-            Ok(r) => r,
-            // Unreachable (one board, one requirement it meets, no deadline); hold nothing
-            // rather than panic.
-            Err(e) => {
-                tracing::error!(error = %e, %device, "board hold failed");
-                Reserved {
-                    allocation: Allocation {
-                        devices: Vec::new(),
-                    },
-                    owner: self.clone(),
-                }
-            }
+        match self
+            .acquire(holder, &[req], &[board], patience, on_wait)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(GroupError::Boards(e)) => Err(e),
+            // Unreachable (one board, one requirement it meets).
+            Err(e) => Err(BoardError::Refused(e.to_string())),
         }
     }
 }
 
-/// What a waiter waits for: its boards held by others, and earlier waiters for them.
-fn wait_detail(st: &State, wanted: &BTreeSet<DeviceName>, mine: Option<u64>) -> String {
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a waiter waits for: its boards held by others (in this process, else by another
+/// process: `outside`), and earlier waiters for them.
+fn wait_detail(
+    st: &State,
+    wanted: &BTreeSet<DeviceName>,
+    mine: Option<u64>,
+    outside: &BTreeMap<DeviceName, String>,
+) -> String {
     let busy: Vec<String> = wanted
         .iter()
-        .filter_map(|d| st.taken.get(d).map(|h| format!("{d} ({h})")))
+        .filter_map(|d| {
+            st.taken
+                .get(d)
+                .or_else(|| outside.get(d))
+                .map(|h| format!("{d} ({h})"))
+        })
         .collect();
     let ahead: Vec<&str> = st
         .waiting
@@ -246,11 +326,12 @@ impl BoardLocks for Reservations {
         &'a self,
         holder: String,
         device: DeviceName,
+        patience: Option<Duration>,
         on_wait: OnWait<'a>,
-    ) -> BoxFut<'a, BoardHold> {
+    ) -> BoxFut<'a, Result<BoardHold, BoardError>> {
         Box::pin(async move {
-            let r = Reservations::hold(self, &holder, &device, on_wait).await;
-            Box::new(r) as BoardHold
+            let r = Reservations::hold(self, &holder, &device, patience, on_wait).await?;
+            Ok(Box::new(r) as BoardHold)
         })
     }
 }
@@ -259,17 +340,25 @@ impl BoardLocks for Reservations {
 #[derive(Debug)]
 pub struct Reserved {
     pub allocation: Allocation,
+    /// The boards' lock files (empty without [`Reservations::with_files`]).
+    files: Vec<FileHold>,
     owner: Reservations,
+    /// Released without waking the waiters (see [`Reservations::acquire`]).
+    quiet: bool,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
+        // The files first: a waiter of this process woken below finds them free.
+        self.files.clear();
         let mut st = self.owner.lock();
         for d in &self.allocation.devices {
             st.taken.remove(d);
         }
         drop(st);
-        self.owner.inner.changed.notify_waiters();
+        if !self.quiet {
+            self.owner.inner.changed.notify_waiters();
+        }
     }
 }
 
@@ -328,7 +417,10 @@ mod tests {
     async fn a_timeout_names_the_busy_boards_and_leaves_the_queue() {
         let boards = vec![board("bbb01", "bbb")];
         let r = Reservations::new();
-        let _held = r.hold("job 1", &boards[0].name, |_| {}).await;
+        let _held = r
+            .hold("job 1", &boards[0].name, None, |_| {})
+            .await
+            .unwrap();
         let e = r
             .acquire(
                 "group 2",
@@ -348,7 +440,10 @@ mod tests {
     async fn later_waiters_do_not_overtake_earlier_ones_for_the_same_boards() {
         let boards = vec![board("a", "t"), board("b", "t"), board("c", "u")];
         let r = Reservations::new();
-        let held_a = r.hold("job 1", &boards[0].name, |_| {}).await;
+        let held_a = r
+            .hold("job 1", &boards[0].name, None, |_| {})
+            .await
+            .unwrap();
         // A group wanting both `t` boards queues behind job 1.
         let (r2, b2) = (r.clone(), boards.clone());
         let group = tokio::spawn(async move {
@@ -364,10 +459,11 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let single = tokio::spawn(async move {
             let h = r3
-                .hold("job 3", &b, |d| {
+                .hold("job 3", &b, None, |d| {
                     let _ = tx.send(d);
                 })
-                .await;
+                .await
+                .unwrap();
             drop(h);
         });
         assert_eq!(
@@ -375,7 +471,10 @@ mod tests {
             "busy: []; queued behind: [group 2]".to_string()
         );
         // ...while one for an unrelated board goes on at once.
-        let c = r.hold("job 4", &boards[2].name, |_| panic!("waited")).await;
+        let c = r
+            .hold("job 4", &boards[2].name, None, |_| panic!("waited"))
+            .await
+            .unwrap();
         drop(c);
         drop(held_a);
         let g = group.await.unwrap();
@@ -390,11 +489,14 @@ mod tests {
     async fn a_dropped_waiter_leaves_the_queue() {
         let boards = [board("a", "t")];
         let r = Reservations::new();
-        let held = r.hold("job 1", &boards[0].name, |_| {}).await;
+        let held = r
+            .hold("job 1", &boards[0].name, None, |_| {})
+            .await
+            .unwrap();
         let r2 = r.clone();
         let b = boards[0].name.clone();
         let w = tokio::spawn(async move {
-            r2.hold("job 2", &b, |_| {}).await;
+            let _ = r2.hold("job 2", &b, None, |_| {}).await;
         });
         while r.waiters().is_empty() {
             tokio::task::yield_now().await;
@@ -404,5 +506,102 @@ mod tests {
         assert!(r.waiters().is_empty());
         drop(held);
         assert!(r.holders().is_empty());
+    }
+
+    /// Two processes' reservations, as two instances over the same lock directory (another
+    /// open file conflicts in this process as in another one).
+    fn two_workers(dir: &std::path::Path) -> (Reservations, Reservations) {
+        (
+            Reservations::with_files(BoardFiles::for_state_dir(dir)),
+            Reservations::with_files(BoardFiles::for_state_dir(dir)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_board_locked_by_another_process_is_waited_for_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = two_workers(dir.path());
+        let boards = [board("a", "t")];
+        let held = p1
+            .hold("job 1", &boards[0].name, None, |_| {})
+            .await
+            .unwrap();
+        let pid = std::process::id();
+        let e = p2
+            .hold(
+                "job 2",
+                &boards[0].name,
+                Some(Duration::from_millis(300)),
+                |_| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("not free within 300ms: busy: [a (job 1 (pid {pid}))]")
+        );
+        assert!(p2.waiters().is_empty() && p2.holders().is_empty());
+        let (p3, b) = (p2.clone(), boards[0].name.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            p3.hold("job 3", &b, None, |d| {
+                let _ = tx.send(d);
+            })
+            .await
+            .map(|r| r.allocation.devices.len())
+        });
+        assert_eq!(rx.await.unwrap(), format!("busy: [a (job 1 (pid {pid}))]"));
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_group_takes_a_free_board_of_its_type_or_none_while_others_lock_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = two_workers(dir.path());
+        let boards = vec![board("a", "t"), board("b", "t"), board("c", "u")];
+        // The other process holds `a`: a group wanting one `t` goes to `b`.
+        let a = p1
+            .hold("job 1", &boards[0].name, None, |_| {})
+            .await
+            .unwrap();
+        let g = p2
+            .acquire("group 2", &[req(0, "t")], &boards, LONG, |_| {
+                panic!("waited")
+            })
+            .await
+            .unwrap();
+        assert_eq!(g.allocation.devices, [boards[1].name.clone()]);
+        drop(g);
+        // A group wanting `c` and two `t`s waits, holding nothing, while `a` is held.
+        let (p3, b3) = (p2.clone(), boards.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let group = tokio::spawn(async move {
+            p3.acquire(
+                "group 3",
+                &[req(0, "t"), req(1, "t"), req(2, "u")],
+                &b3,
+                LONG,
+                |d| {
+                    let _ = tx.send(d);
+                },
+            )
+            .await
+            .map(|r| r.allocation.devices.len())
+        });
+        let pid = std::process::id();
+        assert_eq!(rx.await.unwrap(), format!("busy: [a (job 1 (pid {pid}))]"));
+        // Nothing partial: the first process can take `b` and `c` meanwhile (the group's
+        // polls lock them only for an instant).
+        for d in [&boards[1].name, &boards[2].name] {
+            let h = p1
+                .hold("job 4", d, Some(Duration::from_secs(5)), |_| {})
+                .await
+                .unwrap();
+            drop(h);
+        }
+        drop(a);
+        assert_eq!(group.await.unwrap().unwrap(), 3);
     }
 }

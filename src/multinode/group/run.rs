@@ -77,8 +77,8 @@ pub struct GroupOptions {
     pub poll_delay: Duration,
     /// Boards shared with every other job of this process (the daemon's, in the daemon).
     pub reservations: Reservations,
-    /// How long to wait for busy boards.
-    pub patience: Duration,
+    /// How long to wait for busy boards (`None`: until they are free or `cancel`).
+    pub patience: Option<Duration>,
     pub lines: Option<GroupLines>,
     /// Called once if the group has to wait for busy boards, with what it waits for.
     pub on_wait: Option<WaitNotice>,
@@ -97,7 +97,7 @@ impl GroupOptions {
             coordinator: None,
             poll_delay: Duration::from_millis(500),
             reservations: Reservations::new(),
-            patience: Duration::from_secs(3600),
+            patience: None,
             lines: None,
             on_wait: None,
             daemon: None,
@@ -158,7 +158,7 @@ pub async fn run_group(
         &holder,
         &plan.requirements,
         &boards,
-        Some(opts.patience),
+        opts.patience,
         move |detail| {
             tracing::info!(%detail, "the group waits for busy boards");
             if let Some(f) = on_wait {

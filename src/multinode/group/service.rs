@@ -34,7 +34,8 @@ use crate::jobs::runner::service::{
 };
 use crate::jobs::runner::summary::results_of;
 
-/// How long a group in the daemon waits for busy boards (the client may give up sooner).
+/// How long a group in the daemon waits for busy boards without a `wait_timeout_ms` (the
+/// client may give up sooner).
 pub const DAEMON_PATIENCE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
     let mut opts = GroupOptions::new(id);
     opts.daemon = Some(env);
     opts.reservations = reservations;
-    opts.patience = DAEMON_PATIENCE;
+    opts.patience = Some(body.wait_timeout().unwrap_or(DAEMON_PATIENCE));
     opts.cancel = cancel.clone();
     let t = tx.clone();
     opts.lines = Some(Arc::new(move |role: &str, job: &str, line: &str| {

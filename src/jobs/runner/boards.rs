@@ -47,4 +47,17 @@ pub trait BoardLocks: Send + Sync {
         patience: Option<Duration>,
         on_wait: OnWait<'a>,
     ) -> BoxFut<'a, Result<BoardHold, BoardError>>;
+
+    /// [`Self::hold`] for a job the LAVA master scheduled: it waits for a board a job holds,
+    /// but goes before local waiters (lava-server believes the board is free for it, and its
+    /// Multi-Node siblings may be waiting for it already).
+    fn hold_for_master<'a>(
+        &'a self,
+        holder: String,
+        device: DeviceName,
+        patience: Option<Duration>,
+        on_wait: OnWait<'a>,
+    ) -> BoxFut<'a, Result<BoardHold, BoardError>> {
+        self.hold(holder, device, patience, on_wait)
+    }
 }

@@ -94,7 +94,7 @@ impl JobExecutor for RunnerExecutor {
                             "Waiting for the board, in use on this worker ({d})"
                         ));
                     });
-                    let hold = b.hold(
+                    let hold = b.hold_for_master(
                         format!("master job {}", job.id.as_str()),
                         name,
                         None,

@@ -8,6 +8,9 @@
 //! - waiters are served first come, first served among those that want the same boards: a
 //!   waiter may not take a board an earlier waiter could use, so a big group is not starved by
 //!   a stream of small jobs (waiters for unrelated boards go on at once);
+//! - master jobs go before every local waiter ([`Priority::Master`]): lava-server believes the
+//!   board is free for them, and a local group queued for it must not hold up a Multi-Node
+//!   sub-job whose siblings already run;
 //! - a group the inventory can never hold is refused before it waits;
 //! - with lock files ([`Reservations::with_files`]: the daemon's and every `labd run-job` in
 //!   its own process) a board is also locked for other processes, all of a group's boards or
@@ -58,9 +61,32 @@ struct State {
 #[derive(Debug)]
 struct Waiter {
     ticket: u64,
+    /// A job the LAVA master scheduled: served before local waiters (see [`Priority`]).
+    first: bool,
     holder: String,
     /// Every board that could serve one of its requirements.
     wanted: BTreeSet<DeviceName>,
+}
+
+/// Whom a waiter yields to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Local jobs (`labd run-job`, groups): first come, first served among themselves, after
+    /// every master job.
+    Local,
+    /// A job the LAVA master scheduled: lava-server believes the board is free for it (and its
+    /// Multi-Node siblings may already be waiting for it at a sync), so it goes before local
+    /// waiters. It still waits for a board a job holds.
+    Master,
+}
+
+impl Waiter {
+    /// True when this waiter goes before one of `priority` with ticket `mine` (`None`: not
+    /// queued yet, so after everyone of its class).
+    fn is_ahead_of(&self, mine: Option<u64>, priority: Priority) -> bool {
+        let first = priority == Priority::Master;
+        (self.first && !first) || (self.first == first && mine.is_none_or(|t| self.ticket < t))
+    }
 }
 
 /// A place in the queue; leaving it (served, timed out or dropped) wakes the others.
@@ -135,6 +161,20 @@ impl Reservations {
         patience: Option<Duration>,
         on_wait: impl FnOnce(String),
     ) -> Result<Reserved, GroupError> {
+        self.acquire_with(holder, reqs, boards, patience, Priority::Local, on_wait)
+            .await
+    }
+
+    /// [`Self::acquire`] with a place in the queue given by `priority`.
+    pub async fn acquire_with(
+        &self,
+        holder: &str,
+        reqs: &[Requirement],
+        boards: &[Candidate],
+        patience: Option<Duration>,
+        priority: Priority,
+        on_wait: impl FnOnce(String),
+    ) -> Result<Reserved, GroupError> {
         check_feasible(reqs, boards)?;
         let wanted: BTreeSet<DeviceName> = boards
             .iter()
@@ -155,7 +195,7 @@ impl Reservations {
                 let ahead: BTreeSet<&DeviceName> = st
                     .waiting
                     .iter()
-                    .filter(|w| mine.is_none_or(|t| w.ticket < t))
+                    .filter(|w| w.is_ahead_of(mine, priority))
                     .flat_map(|w| w.wanted.iter())
                     .collect();
                 let placed = try_allocate(reqs, boards, |n| {
@@ -167,12 +207,13 @@ impl Reservations {
                     }
                     (Some(allocation), String::new())
                 } else {
-                    let detail = wait_detail(&st, &wanted, mine, &outside);
+                    let detail = wait_detail(&st, &wanted, mine, priority, &outside);
                     if queued.is_none() {
                         let ticket = st.next_ticket;
                         st.next_ticket += 1;
                         st.waiting.push(Waiter {
                             ticket,
+                            first: priority == Priority::Master,
                             holder: holder.to_string(),
                             wanted: wanted.clone(),
                         });
@@ -258,6 +299,19 @@ impl Reservations {
         patience: Option<Duration>,
         on_wait: impl FnOnce(String),
     ) -> Result<Reserved, BoardError> {
+        self.hold_with(holder, device, patience, Priority::Local, on_wait)
+            .await
+    }
+
+    /// [`Self::hold`] with a place in the queue given by `priority`.
+    pub async fn hold_with(
+        &self,
+        holder: &str,
+        device: &DeviceName,
+        patience: Option<Duration>,
+        priority: Priority,
+        on_wait: impl FnOnce(String),
+    ) -> Result<Reserved, BoardError> {
         // The board alone, with a requirement only it meets: always feasible.
         let board = Candidate {
             name: device.clone(),
@@ -271,7 +325,7 @@ impl Reservations {
             tags: Vec::new(),
         };
         match self
-            .acquire(holder, &[req], &[board], patience, on_wait)
+            .acquire_with(holder, &[req], &[board], patience, priority, on_wait)
             .await
         {
             Ok(r) => Ok(r),
@@ -296,6 +350,7 @@ fn wait_detail(
     st: &State,
     wanted: &BTreeSet<DeviceName>,
     mine: Option<u64>,
+    priority: Priority,
     outside: &BTreeMap<DeviceName, String>,
 ) -> String {
     let busy: Vec<String> = wanted
@@ -310,7 +365,7 @@ fn wait_detail(
     let ahead: Vec<&str> = st
         .waiting
         .iter()
-        .filter(|w| mine.is_none_or(|t| w.ticket < t))
+        .filter(|w| w.is_ahead_of(mine, priority))
         .filter(|w| !w.wanted.is_disjoint(wanted))
         .map(|w| w.holder.as_str())
         .collect();
@@ -331,6 +386,21 @@ impl BoardLocks for Reservations {
     ) -> BoxFut<'a, Result<BoardHold, BoardError>> {
         Box::pin(async move {
             let r = Reservations::hold(self, &holder, &device, patience, on_wait).await?;
+            Ok(Box::new(r) as BoardHold)
+        })
+    }
+
+    fn hold_for_master<'a>(
+        &'a self,
+        holder: String,
+        device: DeviceName,
+        patience: Option<Duration>,
+        on_wait: OnWait<'a>,
+    ) -> BoxFut<'a, Result<BoardHold, BoardError>> {
+        Box::pin(async move {
+            let r = self
+                .hold_with(&holder, &device, patience, Priority::Master, on_wait)
+                .await?;
             Ok(Box::new(r) as BoardHold)
         })
     }
@@ -603,5 +673,76 @@ mod tests {
         }
         drop(a);
         assert_eq!(group.await.unwrap().unwrap(), 3);
+    }
+
+    /// A master job is not held up by a local group waiting for a board the master job's
+    /// sibling holds (the three would wait on each other), and on release it goes before
+    /// local waiters.
+    #[tokio::test]
+    async fn master_jobs_go_before_local_waiters() {
+        let boards = vec![board("a", "t"), board("b", "t")];
+        let r = Reservations::new();
+        let master_a = r
+            .hold_with(
+                "master job 1",
+                &boards[0].name,
+                None,
+                Priority::Master,
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let (r2, b2) = (r.clone(), boards.clone());
+        let group = tokio::spawn(async move {
+            r2.acquire("group 2", &[req(0, "t"), req(1, "t")], &b2, LONG, |_| {})
+                .await
+                .unwrap()
+        });
+        while r.waiters().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The sibling's board is free: it is taken at once, the local group notwithstanding.
+        let master_b = tokio::time::timeout(
+            Duration::from_secs(5),
+            r.hold_with(
+                "master job 2",
+                &boards[1].name,
+                None,
+                Priority::Master,
+                |_| {},
+            ),
+        )
+        .await
+        .expect("a master job waited behind a local group")
+        .unwrap();
+        // A local single job queues for `a`, then a master job does: the master one is first.
+        let (r3, a) = (r.clone(), boards[0].name.clone());
+        let local = tokio::spawn(async move { r3.hold("job 3", &a, None, |_| {}).await.unwrap() });
+        while r.waiters().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let (r4, a) = (r.clone(), boards[0].name.clone());
+        let master = tokio::spawn(async move {
+            r4.hold_with("master job 4", &a, None, Priority::Master, |_| {})
+                .await
+                .unwrap()
+        });
+        while r.waiters().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        drop(master_a);
+        let m4 = master.await.unwrap();
+        assert_eq!(
+            r.holders()[0],
+            (boards[0].name.clone(), "master job 4".to_string())
+        );
+        assert!(!local.is_finished() && !group.is_finished());
+        drop((m4, master_b));
+        // Then the local waiters in their order: the group (earlier) before job 3.
+        let g = group.await.unwrap();
+        assert!(!local.is_finished());
+        drop(g);
+        drop(local.await.unwrap());
+        assert!(r.waiters().is_empty());
     }
 }

@@ -242,6 +242,62 @@ async fn a_cancelled_fetch_leaves_nothing() {
     assert_eq!(left, Vec::<std::path::PathBuf>::new());
 }
 
+/// A file:// source (like a cache blob) has no channel that closes when the fetch is dropped:
+/// the pipeline must notice the cancellation itself and give its decompressor slot back.
+#[tokio::test]
+async fn a_cancelled_file_fetch_frees_its_decompressor_slot() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.max_decompressors = 1;
+    let svc = service(s).await;
+    // 16 GiB of zeros as 256 concatenated xz streams (a few MiB): decoding it all takes most
+    // of a minute, and the output is all holes, so an uncancelled run costs no disk.
+    let stream = {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 0);
+        e.write_all(&vec![0u8; 64 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    let big = dir.path().join("big.img.xz");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        for _ in 0..256 {
+            f.write_all(&stream).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let image = sample_image(256 << 10, 53);
+    let small = dir.path().join("small.img.xz");
+    std::fs::write(&small, compress(&image, "xz").unwrap()).unwrap();
+    let out = dir.path().join("out");
+
+    let req = ImageRequest::new(format!("file://{}", big.display()), out.join("big.img"));
+    let r = tokio::time::timeout(Duration::from_millis(1000), svc.fetch(req)).await;
+    assert!(r.is_err(), "the big fetch should still be running");
+
+    let req = ImageRequest::new(format!("file://{}", small.display()), out.join("small.img"));
+    let report = tokio::time::timeout(Duration::from_secs(15), svc.fetch(req))
+        .await
+        .expect("the cancelled fetch still holds the decompressor slot")
+        .unwrap();
+    assert!(
+        report.queued < Duration::from_secs(3),
+        "waited {:?} for the slot",
+        report.queued
+    );
+    assert!(std::fs::read(out.join("small.img")).unwrap() == image);
+    // The cancelled fetch's temporary destination is gone.
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = dir_files(&out);
+        if left == ["small.img"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, ["small.img"]);
+}
+
 #[tokio::test]
 async fn decompressors_are_bounded_and_queue_in_order() {
     let dir = tempfile::tempdir().unwrap();

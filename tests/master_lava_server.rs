@@ -290,3 +290,59 @@ async fn the_event_feed_starts_a_job_before_the_next_ping() {
     assert!(started < Duration::from_secs(15), "{started:?}");
     assert_eq!(health, "Canceled");
 }
+
+/// The real lava-publisher (aiohttp) answers the feed's pings: with a 400 ms heartbeat the
+/// listener keeps its one connection (counted by a TCP relay in front of the publisher).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_publisher_answers_the_feeds_heartbeat() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    init_tracing();
+    let ws_url = server(|s| Ok(s.ws_url())).await;
+    let target = ws_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let path = ws_url.splitn(4, '/').nth(3).unwrap_or("").to_string();
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let relay_task = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = relay.accept().await else {
+                    return;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        })
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let heartbeat = Duration::from_millis(400);
+    let feed = tokio::spawn(labd::master::events::listen(
+        format!("http://127.0.0.1:{port}/{path}"),
+        "2023.01".into(),
+        "labd-hb".into(),
+        Arc::new(tokio::sync::Notify::new()),
+        shutdown.clone(),
+        heartbeat,
+    ));
+    wait_until(Duration::from_secs(10), "the feed's connection", || {
+        accepted.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    tokio::time::sleep(heartbeat * 8).await;
+    shutdown.cancel();
+    feed.await.unwrap();
+    relay_task.abort();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the feed reconnected");
+}

@@ -76,6 +76,11 @@ impl ImageService {
                 url: ctx.url.clone(),
                 message,
             },
+            // Only seen if the fetch was dropped, so nobody reads this.
+            PipelineError::Cancelled => FetchError::Cache {
+                url: ctx.url.clone(),
+                message: "cancelled".into(),
+            },
         })
     }
 

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::fsutil::TempFile;
 use super::hashing::{Digests, SharedHash};
-use super::pipeline::Counters;
+use super::pipeline::{Cancel, Counters};
 
 /// Read size for files (local `file://` sources and cache blobs).
 const FILE_CHUNK: usize = 256 * 1024;
@@ -60,17 +60,28 @@ fn next_chunk(source: &mut Source) -> io::Result<Option<Bytes>> {
     }
 }
 
-/// Reads the whole source: tees and forwards every chunk to the decoder.
+/// Reads the whole source: tees and forwards every chunk to the decoder. Stops with an error
+/// when `cancel` is set (a file would otherwise be read to its end).
 pub(crate) fn feed(
     mut source: Source,
     mut tee: Option<TempFile>,
     counters: &Counters,
     out: mpsc::SyncSender<Bytes>,
+    cancel: &Cancel,
 ) -> io::Result<InputSummary> {
     let mut total = 0u64;
     let mut tee_error = None;
     let mut cut_short = false;
-    while let Some(chunk) = next_chunk(&mut source)? {
+    loop {
+        if cancel.is_set() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "fetch cancelled",
+            ));
+        }
+        let Some(chunk) = next_chunk(&mut source)? else {
+            break;
+        };
         total += chunk.len() as u64;
         counters
             .compressed
@@ -204,7 +215,14 @@ mod tests {
         let tee = TempFile::create_in(dir.path(), "t").unwrap();
         let tee_path = tee.path().to_path_buf();
         let (out, inp) = mpsc::sync_channel(16);
-        let s = feed(Source::Chunks(rx), Some(tee), &Counters::default(), out).unwrap();
+        let s = feed(
+            Source::Chunks(rx),
+            Some(tee),
+            &Counters::default(),
+            out,
+            &Cancel::default(),
+        )
+        .unwrap();
         assert_eq!(s.total, 8);
         assert!(!s.cut_short);
         assert_eq!(std::fs::read(&tee_path).unwrap(), b"abcdefgh");
@@ -239,6 +257,7 @@ mod tests {
             None,
             &Counters::default(),
             out,
+            &Cancel::default(),
         )
         .unwrap();
         assert_eq!(s.total, data.len() as u64);

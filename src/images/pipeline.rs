@@ -11,13 +11,19 @@
 //! Splitting the stages lets a fast decoder (zstd, zlib-rs) run at full speed while sha256 and
 //! the disk keep up beside it. Memory is bounded: eight compressed chunks and four output
 //! buffers in flight, plus the decoder's window.
+//!
+//! Cancellation: dropping the future [`spawn`] returns sets a [`Cancel`] flag that the input
+//! thread checks per chunk and the decoder per output buffer. A network source would also stop
+//! when its channel closes, but a file or cache blob would otherwise be decoded to the end,
+//! holding the decompressor slot and the disk space of the temporary files all along.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -102,20 +108,60 @@ pub(crate) enum PipelineError {
     Write(io::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// The fetch was dropped; nobody reads this, the temporary files are gone.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Set when the fetch stops waiting for the pipeline; its threads then stop at their next
+/// chunk or buffer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The pipeline's result; dropping it before it resolves cancels the pipeline.
+pub(crate) struct Running {
+    rx: oneshot::Receiver<Result<Output, PipelineError>>,
+    cancel: Cancel,
+}
+
+impl Future for Running {
+    type Output = Result<Result<Output, PipelineError>, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // After the result arrived the threads are gone and this changes nothing.
+        self.cancel.set();
+    }
 }
 
 /// Starts the pipeline on its own threads; the decompressor slot is released when decoding
-/// ends.
-pub(crate) fn spawn(
-    job: Job,
-    source: Source,
-    slot: Slot,
-) -> oneshot::Receiver<Result<Output, PipelineError>> {
+/// ends or, if the returned future is dropped, soon after.
+pub(crate) fn spawn(job: Job, source: Source, slot: Slot) -> Running {
     let (tx, rx) = oneshot::channel();
+    let cancel = Cancel::default();
+    let flag = cancel.clone();
     let spawned = std::thread::Builder::new()
         .name("labd-image-decode".into())
         .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, source)))
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(job, source, &flag)))
                 .unwrap_or_else(|_| Err(PipelineError::Internal("decoder thread panicked".into())));
             drop(slot);
             // If the fetch was cancelled nobody listens: the temporary files in `result` are
@@ -125,10 +171,10 @@ pub(crate) fn spawn(
     if let Err(e) = spawned {
         tracing::error!("cannot start an image decoder thread: {e}");
     }
-    rx
+    Running { rx, cancel }
 }
 
-fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
+fn run(job: Job, source: Source, cancel: &Cancel) -> Result<Output, PipelineError> {
     let started = Instant::now();
     let Job {
         decompress,
@@ -148,8 +194,16 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
         let counters = &counters;
         let feeder = std::thread::Builder::new()
             .name("labd-image-input".into())
-            .spawn_scoped(s, move || feed(source, cache, counters, chunk_tx));
-        let stages = decode_and_sink(s, reader, decompress, dest_file, counters, &input_hash);
+            .spawn_scoped(s, move || feed(source, cache, counters, chunk_tx, cancel));
+        let stages = decode_and_sink(
+            s,
+            reader,
+            decompress,
+            dest_file,
+            counters,
+            &input_hash,
+            cancel,
+        );
         let fed = match feeder {
             Ok(h) => h.join().ok(),
             Err(_) => None,
@@ -157,6 +211,10 @@ fn run(job: Job, source: Source) -> Result<Output, PipelineError> {
         (fed, stages)
     });
 
+    if cancel.is_set() {
+        // Whatever stopped first, this is why; `dest` and the tee are removed on drop.
+        return Err(PipelineError::Cancelled);
+    }
     let summary = match fed {
         Some(Ok(summary)) => summary,
         Some(Err(e)) => {
@@ -207,6 +265,7 @@ fn decode_and_sink<'scope>(
     dest: &'scope File,
     counters: &'scope Counters,
     input_hash: &'scope SharedHash,
+    cancel: &Cancel,
 ) -> Result<Decoded, PipelineError> {
     let format = choose_format(&mut reader, decompress)?;
     let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(OUT_BUFFERS - 1);
@@ -225,7 +284,7 @@ fn decode_and_sink<'scope>(
             )
         })
         .map_err(|e| PipelineError::Internal(format!("cannot start the sink thread: {e}")))?;
-    let decoded = decode(&mut reader, format, full_tx, empty_rx);
+    let decoded = decode(&mut reader, format, full_tx, empty_rx, cancel);
     let (output_bytes, output_hash) = match sink.join() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(PipelineError::Write(e)),
@@ -235,6 +294,7 @@ fn decode_and_sink<'scope>(
         Ok(()) => Ok((format, output_bytes, output_hash, reader.finish())),
         // Only when the sink failed, which returned above.
         Err(DecodeError::SinkGone) => Err(PipelineError::Internal("sink thread stopped".into())),
+        Err(DecodeError::Cancelled) => Err(PipelineError::Cancelled),
         Err(DecodeError::Read(e)) => Err(PipelineError::Decompress {
             format: format.map_or_else(|| "none".into(), |f| f.to_string()),
             message: describe_decode_error(&e),
@@ -284,6 +344,7 @@ fn describe_decode_error(e: &io::Error) -> String {
 enum DecodeError {
     Read(io::Error),
     SinkGone,
+    Cancelled,
 }
 
 fn decode(
@@ -291,6 +352,7 @@ fn decode(
     format: Option<Compression>,
     full: mpsc::SyncSender<(Vec<u8>, usize)>,
     empty: mpsc::Receiver<Vec<u8>>,
+    cancel: &Cancel,
 ) -> Result<(), DecodeError> {
     let mut reader: Box<dyn Read + Send + '_> = match format {
         Some(f) => decoder(f, &mut *input).map_err(DecodeError::Read)?,
@@ -298,6 +360,9 @@ fn decode(
     };
     let mut allocated = 0;
     loop {
+        if cancel.is_set() {
+            return Err(DecodeError::Cancelled);
+        }
         let mut buf = match empty.try_recv() {
             Ok(b) => b,
             Err(_) if allocated < OUT_BUFFERS => {
@@ -433,7 +498,7 @@ mod tests {
             cache: None,
             counters: Arc::default(),
         };
-        let out = run(job, Source::Chunks(rx))?;
+        let out = run(job, Source::Chunks(rx), &Cancel::default())?;
         let bytes = std::fs::read(out.dest.path()).unwrap();
         let meta = std::fs::metadata(out.dest.path()).unwrap();
         BLOCKS.with(|b| b.set(std::os::unix::fs::MetadataExt::blocks(&meta)));

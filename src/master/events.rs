@@ -14,8 +14,11 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// aiohttp's `heartbeat=30` in lava-worker.
-const HEARTBEAT: Duration = Duration::from_secs(30);
+/// aiohttp's `heartbeat=30` in lava-worker: a ping this often, and the connection is given up
+/// when nothing (no pong, no message) arrived within half of it after a ping, as aiohttp does.
+/// A half-open connection (a master reboot, a NAT timeout) would otherwise keep `next()`
+/// waiting until TCP gives up, 15 minutes or more.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// lava-worker reconnects after a second.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -60,71 +63,124 @@ pub fn websocket_url(url: &str) -> String {
     }
 }
 
+/// The follow-up ping after an event; it outlives the connection the event came on (a
+/// reconnect within the second must not lose it).
+struct FollowUp<'a> {
+    at: Option<tokio::time::Instant>,
+    ping_now: &'a Notify,
+}
+
+impl FollowUp<'_> {
+    fn arm(&mut self) {
+        self.at = Some(tokio::time::Instant::now() + FOLLOW_UP);
+    }
+
+    /// Waits for the follow-up and pings; never returns while none is due.
+    async fn fire(&mut self) {
+        match self.at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+        self.at = None;
+        debug!("[EVENT] follow-up ping");
+        self.ping_now.notify_one();
+    }
+}
+
 /// Listens until `shutdown`, reconnecting every second, and wakes `ping_now` on every event
-/// that names `worker`.
+/// that names `worker`. `heartbeat` is [`HEARTBEAT`] but for tests.
 pub async fn listen(
     url: String,
     version: String,
     worker: String,
     ping_now: Arc<Notify>,
     shutdown: CancellationToken,
+    heartbeat: Duration,
 ) {
     let ws_url = websocket_url(&url);
     let mut failures = 0u64;
+    let mut follow_up = FollowUp {
+        at: None,
+        ping_now: &ping_now,
+    };
     loop {
         let connected = async {
             let mut req = ws_url.as_str().into_client_request()?;
             if let Ok(ua) = HeaderValue::from_str(&format!("lava-worker {version}")) {
                 req.headers_mut().insert("User-Agent", ua);
             }
-            tokio_tungstenite::connect_async(req).await
+            // A server that takes the connection but never answers the handshake.
+            tokio::time::timeout(heartbeat, tokio_tungstenite::connect_async(req))
+                .await
+                .unwrap_or(Err(tokio_tungstenite::tungstenite::Error::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no websocket handshake answer",
+                    ),
+                )))
         };
-        let conn = tokio::select! {
-            c = connected => c,
-            _ = shutdown.cancelled() => return,
+        let mut connected = std::pin::pin!(connected);
+        let conn = loop {
+            tokio::select! {
+                c = &mut connected => break c,
+                _ = follow_up.fire() => {}
+                _ = shutdown.cancelled() => return,
+            }
         };
         match conn {
             Ok((mut ws, _)) => {
                 info!(url = %ws_url, "listening for master events");
                 failures = 0;
-                let mut heartbeat = tokio::time::interval(HEARTBEAT);
-                heartbeat.tick().await;
-                let mut again: Option<tokio::time::Instant> = None;
+                let mut heartbeat_tick = tokio::time::interval(heartbeat);
+                heartbeat_tick.tick().await;
+                // When the unanswered ping was sent; any frame received answers it.
+                let mut ping_sent: Option<tokio::time::Instant> = None;
+                let pong_timeout = heartbeat / 2;
                 loop {
-                    let follow_up = async {
-                        match again {
-                            Some(t) => tokio::time::sleep_until(t).await,
+                    let silence = async {
+                        match ping_sent {
+                            Some(t) => tokio::time::sleep_until(t + pong_timeout).await,
                             None => std::future::pending().await,
                         }
                     };
                     tokio::select! {
-                        _ = follow_up => {
-                            again = None;
-                            debug!("[EVENT] follow-up ping");
-                            ping_now.notify_one();
-                        }
+                        _ = follow_up.fire() => {}
                         _ = shutdown.cancelled() => {
                             let _ = ws.close(None).await;
                             return;
                         }
-                        _ = heartbeat.tick() => {
-                            if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
-                                break;
+                        _ = silence => {
+                            warn!(url = %ws_url, "event websocket: no answer to a ping within {pong_timeout:?}");
+                            break;
+                        }
+                        _ = heartbeat_tick.tick() => {
+                            let ping = ws.send(Message::Ping(Vec::new().into()));
+                            // A peer that stopped reading may leave the send waiting.
+                            match tokio::time::timeout(pong_timeout, ping).await {
+                                Ok(Ok(())) => {
+                                    ping_sent.get_or_insert_with(tokio::time::Instant::now);
+                                }
+                                _ => break,
                             }
                         }
-                        msg = ws.next() => match msg {
-                            Some(Ok(Message::Text(t))) => {
-                                if event_wants_ping(t.as_str(), &worker) {
-                                    info!("[EVENT] worker mentioned: pinging now");
-                                    ping_now.notify_one();
-                                    again = Some(tokio::time::Instant::now() + FOLLOW_UP);
-                                }
+                        msg = ws.next() => {
+                            if let Some(Ok(_)) = &msg {
+                                ping_sent = None;
                             }
-                            Some(Ok(Message::Close(_))) | None => break,
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => {
-                                debug!("event websocket: {e}");
-                                break;
+                            match msg {
+                                Some(Ok(Message::Text(t))) => {
+                                    if event_wants_ping(t.as_str(), &worker) {
+                                        info!("[EVENT] worker mentioned: pinging now");
+                                        ping_now.notify_one();
+                                        follow_up.arm();
+                                    }
+                                }
+                                Some(Ok(Message::Close(_))) | None => break,
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => {
+                                    debug!("event websocket: {e}");
+                                    break;
+                                }
                             }
                         }
                     }
@@ -141,9 +197,14 @@ pub async fn listen(
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(RECONNECT) => {}
-            _ = shutdown.cancelled() => return,
+        let pause = tokio::time::sleep(RECONNECT);
+        let mut pause = std::pin::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                _ = follow_up.fire() => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 }

@@ -72,6 +72,7 @@ impl MasterLink {
                         settings.name.to_string(),
                         ping_now.clone(),
                         shutdown.clone(),
+                        super::events::HEARTBEAT,
                     )
                     .in_current_span(),
                 )

@@ -2,9 +2,9 @@
 
 use std::sync::Mutex;
 
-use super::State;
 use super::http::{RawRequest, py_json_str};
 use super::server::{lock, random_token};
+use super::{State, WsFault};
 
 /// lava-publisher's `/ws/`: the handshake, then every event as a text frame; pings are answered
 /// (tungstenite does it while reading).
@@ -16,7 +16,7 @@ pub(crate) async fn event_feed(
     use futures::{SinkExt as _, StreamExt as _};
     use tokio::io::AsyncWriteExt as _;
     use tokio_tungstenite::tungstenite::Message;
-    let (key, mut rx) = {
+    let (key, mut rx, fault) = {
         let mut st = lock(state);
         let ua = req.header("User-Agent").unwrap_or("");
         if !ua.starts_with("lava-worker ") {
@@ -30,6 +30,7 @@ pub(crate) async fn event_feed(
         (
             req.header("Sec-WebSocket-Key").unwrap_or("").to_string(),
             events.subscribe(),
+            st.ws_fault,
         )
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -45,10 +46,24 @@ pub(crate) async fn event_feed(
         None,
     )
     .await;
+    if fault == WsFault::Silent {
+        // Holds the socket without reading it (tungstenite answers pings only while reading)
+        // until the double stops.
+        std::future::pending::<()>().await;
+    }
+    let mut sent = 0;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Ok(text) => if ws.send(Message::Text(text.into())).await.is_err() { return },
+                Ok(text) => {
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    if fault == WsFault::CloseAfterEvents(sent) {
+                        return;
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return,
             },

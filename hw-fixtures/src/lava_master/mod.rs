@@ -95,6 +95,21 @@ pub(crate) struct State {
     pub events: Option<tokio::sync::broadcast::Sender<String>>,
     /// The `/ws/` upgrade requests received.
     pub ws_connections: Vec<RawRequest>,
+    /// How the next `/ws/` connections misbehave.
+    pub ws_fault: WsFault,
+}
+
+/// Ways the event feed can fail, as networks and servers do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WsFault {
+    #[default]
+    None,
+    /// Half-open: the handshake completes, then nothing is read or sent (pings unanswered, as
+    /// after a master reboot or a NAT timeout) and the socket stays open.
+    Silent,
+    /// The connection is dropped (no close frame) right after this many event frames were
+    /// sent on it (`submit` sends two: Submitted, then Scheduled naming the worker).
+    CloseAfterEvents(usize),
 }
 
 /// The running double. Dropping it stops the server.
@@ -234,6 +249,11 @@ impl MasterDouble {
     /// Deletes a job from the server (as an admin would): every later call about it gets 404.
     pub fn forget_job(&self, id: u64) {
         self.lock().jobs.remove(&id);
+    }
+
+    /// Makes the `/ws/` connections accepted from now on misbehave.
+    pub fn set_ws_fault(&self, fault: WsFault) {
+        self.lock().ws_fault = fault;
     }
 
     /// The `/ws/` (event feed) connections received so far.

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use format::{Record, RecordKind};
 
@@ -28,9 +28,14 @@ use pool::{Entry, Pool};
 const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// Write at once when this much is waiting.
 const HIGH_WATER: usize = 256 << 10;
-/// Memory kept for retries while the disk refuses writes; beyond it data is dropped, and a
-/// marker says how much.
-const RETRY_LIMIT: usize = 64 << 20;
+/// Memory kept for one device's retries while the disk refuses writes; beyond it (or beyond
+/// [`RETRY_TOTAL`]) records are dropped, and a marker says how many bytes.
+const RETRY_LIMIT: usize = 16 << 20;
+/// Retry memory of all devices together.
+const RETRY_TOTAL: usize = 64 << 20;
+/// First pause before a refused write is tried again; it doubles up to [`RETRY_BACKOFF_MAX`].
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The current journal file's name.
 pub const FILE_NAME: &str = "console.log";
 
@@ -126,7 +131,10 @@ impl Journal {
             max_size: cfg.max_file_size.0.max(4096),
             keep: cfg.keep_files,
             retry: Vec::new(),
+            retry_ends: Vec::new(),
             dropped: 0,
+            retry_at: None,
+            backoff: Duration::ZERO,
             bytes_written,
             device: device.clone(),
         };
@@ -248,33 +256,91 @@ struct Writer {
     size: u64,
     max_size: u64,
     keep: u32,
-    /// Records the disk refused, retried before new ones.
+    /// Records the disk refused (oldest first), retried before new ones; `retry_ends` are their
+    /// end offsets, so a retry still rotates between records.
     retry: Vec<u8>,
+    retry_ends: Vec<usize>,
+    /// Bytes dropped since the last successful write (the retry memory was full).
     dropped: u64,
+    /// The disk refused the last write: no new attempt before this (unless stopping or a
+    /// flush asks), so a failing disk costs one failed write per device per back-off.
+    retry_at: Option<Instant>,
+    backoff: Duration,
     bytes_written: Counter,
     device: DeviceName,
 }
 
+/// What one pass of the writer thread did for a journal.
+pub(super) struct Pass {
+    /// There were new records.
+    pub wrote: bool,
+    /// Stopped and finished: the thread forgets this journal.
+    pub done: bool,
+    /// Refused data waits for a retry at this time.
+    pub retry_at: Option<Instant>,
+}
+
+/// The retry memory of all journals together (the writer thread owns it): a full disk under
+/// 64 streaming consoles must not hold 64 × [`RETRY_LIMIT`].
+pub(super) struct RetryBudget {
+    used: usize,
+    limit: usize,
+}
+
+impl RetryBudget {
+    pub(super) fn new(limit: usize) -> Self {
+        Self { used: 0, limit }
+    }
+
+    fn take(&mut self, n: usize) -> bool {
+        if self.used + n > self.limit {
+            return false;
+        }
+        self.used += n;
+        true
+    }
+
+    fn release(&mut self, n: usize) {
+        self.used = self.used.saturating_sub(n);
+    }
+}
+
 impl Writer {
-    /// Writes what `shared` holds. Returns whether there was anything, and whether the journal
-    /// is finished (stopped and fully written) so the writer thread can forget it.
-    fn write_pending(&mut self, shared: &Shared) -> (bool, bool) {
-        let (buf, ends, flush_seq, stop) = {
+    /// Writes what `shared` holds (or keeps it for a retry while backing off).
+    fn write_pending(&mut self, shared: &Shared, budget: &mut RetryBudget) -> Pass {
+        let (buf, ends, flush_seq, flushed, stop) = {
             let mut st = shared.lock();
             (
                 std::mem::take(&mut st.buf),
                 std::mem::take(&mut st.ends),
                 st.flush_requested,
+                st.flushed,
                 st.stop,
             )
         };
         let wrote = !buf.is_empty();
-        if wrote {
-            self.write_records(&buf, &ends);
+        // A flush or a stop tries at once; otherwise a refused disk is retried after its
+        // back-off only.
+        let due = stop || flush_seq > flushed || self.retry_at.is_none_or(|t| Instant::now() >= t);
+        let behind = !self.retry.is_empty() || self.dropped > 0;
+        if due && (wrote || behind) {
+            self.write_records(&buf, &ends, budget);
+        } else if wrote {
+            self.keep_for_retry(&buf, &ends, 0, budget);
         }
         let mut st = shared.lock();
         let mut done = false;
         if stop && st.buf.is_empty() {
+            if !self.retry.is_empty() || self.dropped > 0 {
+                // Tried once more above; the disk still refuses and nobody will ask again.
+                let lost = self.retry.len() as u64 + self.dropped;
+                tracing::error!(device = %self.device, path = %self.path.display(), lost_bytes = lost,
+                    "console journal stopped while the disk refused writes: {lost} bytes are lost");
+                budget.release(self.retry.len());
+                self.retry = Vec::new();
+                self.retry_ends = Vec::new();
+                self.dropped = 0;
+            }
             st.done = true;
             done = true;
         }
@@ -282,15 +348,32 @@ impl Writer {
             st.flushed = st.flushed.max(flush_seq);
             shared.cond.notify_all();
         }
-        (wrote, done)
+        let waiting = !self.retry.is_empty() || self.dropped > 0;
+        Pass {
+            wrote,
+            done,
+            retry_at: if waiting { self.retry_at } else { None },
+        }
     }
 
-    fn write_records(&mut self, buf: &[u8], ends: &[usize]) {
+    /// Writes the refused records, then a loss marker if any were dropped, then `buf`; stops at
+    /// the first refusal and keeps the rest for a retry.
+    fn write_records(&mut self, buf: &[u8], ends: &[usize], budget: &mut RetryBudget) {
         if !self.retry.is_empty() {
-            let retry = std::mem::take(&mut self.retry);
-            if self.write_raw(&retry).is_err() {
-                self.keep_for_retry(&retry);
-                self.keep_for_retry(buf);
+            let mut retry = std::mem::take(&mut self.retry);
+            let retry_ends = std::mem::take(&mut self.retry_ends);
+            budget.release(retry.len());
+            if let Err(at) = self.write_batch(&retry, &retry_ends) {
+                // What was kept stays kept (it is older than anything dropped since).
+                budget.used += retry.len() - at;
+                retry.drain(..at);
+                self.retry = retry;
+                self.retry_ends = retry_ends
+                    .iter()
+                    .filter(|&&e| e > at)
+                    .map(|e| e - at)
+                    .collect();
+                self.keep_for_retry(buf, ends, 0, budget);
                 return;
             }
         }
@@ -301,10 +384,22 @@ impl Writer {
                 self.dropped
             );
             format::encode(&mut note, RecordKind::Marker, None, text.as_bytes());
-            if self.write_raw(&note).is_ok() {
-                self.dropped = 0;
+            if self.write_raw(&note).is_err() {
+                self.keep_for_retry(buf, ends, 0, budget);
+                return;
             }
+            tracing::warn!(device = %self.device, lost_bytes = self.dropped,
+                "console journal writable again; {} bytes were dropped", self.dropped);
+            self.dropped = 0;
         }
+        if let Err(at) = self.write_batch(buf, ends) {
+            self.keep_for_retry(buf, ends, at, budget);
+        }
+    }
+
+    /// Writes whole records, rotating between them; on a refusal, the offset of the first
+    /// record not written.
+    fn write_batch(&mut self, buf: &[u8], ends: &[usize]) -> Result<(), usize> {
         let mut start = 0;
         let mut prev_end = 0;
         for &end in ends {
@@ -312,10 +407,7 @@ impl Writer {
             // larger than the limit still goes whole into a fresh file.
             if self.size + (end - start) as u64 > self.max_size {
                 if prev_end > start {
-                    if self.write_raw(&buf[start..prev_end]).is_err() {
-                        self.keep_for_retry(&buf[start..]);
-                        return;
-                    }
+                    self.write_raw(&buf[start..prev_end]).map_err(|_| start)?;
                     start = prev_end;
                 }
                 if self.size > 0 {
@@ -325,16 +417,37 @@ impl Writer {
             prev_end = end;
         }
         let chunk = &buf[start..];
-        if !chunk.is_empty() && self.write_raw(chunk).is_err() {
-            self.keep_for_retry(chunk);
+        if !chunk.is_empty() {
+            self.write_raw(chunk).map_err(|_| start)?;
         }
+        Ok(())
     }
 
-    fn keep_for_retry(&mut self, data: &[u8]) {
-        if self.retry.len() + data.len() > RETRY_LIMIT {
-            self.dropped += data.len() as u64;
-        } else {
-            self.retry.extend_from_slice(data);
+    /// Keeps the records of `buf` from offset `from` (a record boundary) for a retry, as far
+    /// as this journal's and the shared retry memory allow; the rest is counted as dropped.
+    fn keep_for_retry(
+        &mut self,
+        buf: &[u8],
+        ends: &[usize],
+        from: usize,
+        budget: &mut RetryBudget,
+    ) {
+        let mut start = from;
+        for &end in ends.iter().filter(|&&e| e > from) {
+            let n = end - start;
+            let fits = self.dropped == 0 && self.retry.len() + n <= RETRY_LIMIT;
+            if fits && budget.take(n) {
+                self.retry.extend_from_slice(&buf[start..end]);
+                self.retry_ends.push(self.retry.len());
+            } else {
+                if self.dropped == 0 {
+                    tracing::warn!(device = %self.device,
+                        "console journal retry memory full; dropping records until the disk takes writes");
+                }
+                // Once dropping, keep dropping: the marker then stands where the gap is.
+                self.dropped += n as u64;
+            }
+            start = end;
         }
     }
 
@@ -353,14 +466,24 @@ impl Writer {
         })();
         match &result {
             Ok(()) => {
+                if self.retry_at.take().is_some() {
+                    tracing::info!(device = %self.device, "console journal writable again");
+                }
+                self.backoff = Duration::ZERO;
                 self.size += data.len() as u64;
                 self.bytes_written.inc_by(data.len() as u64);
             }
             Err(e) => {
-                tracing::error!(device = %self.device, path = %self.path.display(), error = %e,
-                    "cannot write the console journal; keeping the data for a retry");
-                self.file = None;
-                std::thread::sleep(Duration::from_millis(200));
+                if self.retry_at.is_none() {
+                    tracing::error!(device = %self.device, path = %self.path.display(), error = %e,
+                        "cannot write the console journal; keeping the data for a retry");
+                }
+                // A partial write would leave half a record: cut the file back.
+                if let Some(f) = self.file.take() {
+                    let _ = f.set_len(self.size);
+                }
+                self.backoff = (self.backoff * 2).clamp(RETRY_BACKOFF, RETRY_BACKOFF_MAX);
+                self.retry_at = Some(Instant::now() + self.backoff);
             }
         }
         result
@@ -524,5 +647,116 @@ mod pool_tests {
         drop(again);
         let (recs, _) = format::decode_all(&fs::read(&paths[0]).unwrap());
         assert_eq!(recs.last().unwrap().data, b"later");
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    /// A writer whose directory is, for now, a regular file: every write is refused (ENOTDIR)
+    /// until the test removes it.
+    fn blocked_writer(root: &Path) -> (Writer, Shared) {
+        let dir = root.join("dev");
+        fs::write(&dir, b"not a directory").unwrap();
+        let writer = Writer {
+            path: dir.join(FILE_NAME),
+            dir,
+            file: None,
+            size: 0,
+            max_size: 1 << 20,
+            keep: 1,
+            retry: Vec::new(),
+            retry_ends: Vec::new(),
+            dropped: 0,
+            retry_at: None,
+            backoff: Duration::ZERO,
+            bytes_written: Counter::default(),
+            device: DeviceName::new("r1").unwrap(),
+        };
+        let shared = Shared {
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+        };
+        (writer, shared)
+    }
+
+    fn append(shared: &Shared, text: &str) {
+        let mut st = shared.lock();
+        format::encode(&mut st.buf, RecordKind::Output, None, text.as_bytes());
+        let end = st.buf.len();
+        st.ends.push(end);
+    }
+
+    #[test]
+    fn shared_retry_memory_is_capped_and_the_loss_is_marked() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, shared) = blocked_writer(root.path());
+        // Room for about three of the records below, for every journal together.
+        let mut budget = RetryBudget::new(200);
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            let line = format!("record {i} {}", "y".repeat(30));
+            append(&shared, &line);
+            sent.push(line);
+            let pass = w.write_pending(&shared, &mut budget);
+            assert!(pass.retry_at.is_some());
+        }
+        assert!(budget.used <= 200 && !w.retry.is_empty());
+        let kept = w.retry_ends.len();
+        let dropped = w.dropped;
+        assert!(kept >= 1 && dropped > 0, "{kept} kept, {dropped} dropped");
+
+        fs::remove_file(&w.dir).unwrap();
+        append(&shared, "after");
+        // Past the back-off.
+        w.retry_at = Some(Instant::now());
+        let pass = w.write_pending(&shared, &mut budget);
+        assert_eq!((pass.retry_at, budget.used), (None, 0));
+        let (recs, _) = format::decode_all(&fs::read(&w.path).unwrap());
+        let got: Vec<String> = recs
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+            .collect();
+        let mut want: Vec<String> = sent[..kept].to_vec();
+        want.push(format!(
+            "journal dropped {dropped} bytes while the disk refused writes"
+        ));
+        want.push("after".into());
+        assert_eq!(got, want);
+        assert_eq!(recs[kept].kind, RecordKind::Marker);
+    }
+
+    #[test]
+    fn backing_off_keeps_records_without_writing_and_a_stop_lets_go() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, shared) = blocked_writer(root.path());
+        let mut budget = RetryBudget::new(1 << 20);
+        append(&shared, "one");
+        let first = w.write_pending(&shared, &mut budget).retry_at.unwrap();
+        assert!(first > Instant::now());
+        // Within the back-off nothing is tried: the record just joins the retry memory.
+        fs::remove_file(&w.dir).unwrap();
+        append(&shared, "two");
+        assert_eq!(w.write_pending(&shared, &mut budget).retry_at, Some(first));
+        assert!(!w.path.exists());
+        // A flush tries at once.
+        shared.lock().flush_requested += 1;
+        let pass = w.write_pending(&shared, &mut budget);
+        assert_eq!(pass.retry_at, None);
+        assert_eq!(shared.lock().flushed, 1);
+        let (recs, _) = format::decode_all(&fs::read(&w.path).unwrap());
+        assert_eq!(recs.len(), 2);
+
+        // Stopped while refused: tried once more, then given up (and logged), not kept.
+        fs::create_dir(root.path().join("again")).unwrap();
+        let (mut w, shared) = blocked_writer(&root.path().join("again"));
+        append(&shared, "lost");
+        w.write_pending(&shared, &mut budget);
+        shared.lock().stop = true;
+        let pass = w.write_pending(&shared, &mut budget);
+        assert!(pass.done && shared.lock().done);
+        assert!(w.retry.is_empty() && w.dropped == 0);
+        assert_eq!(budget.used, 0);
     }
 }

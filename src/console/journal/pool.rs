@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use super::{BATCH_WINDOW, Shared, Writer};
+use super::{BATCH_WINDOW, RETRY_TOTAL, RetryBudget, Shared, Writer};
 
 /// A device's journal as the writer thread holds it.
 pub(super) struct Entry {
@@ -97,6 +97,9 @@ impl Pool {
     fn run(&self) {
         let mut entries: Vec<Entry> = Vec::new();
         let mut streaming = false;
+        let mut budget = RetryBudget::new(RETRY_TOTAL);
+        // The earliest time a journal wants its refused data retried.
+        let mut next_retry: Option<Instant> = None;
         loop {
             {
                 if !streaming {
@@ -109,7 +112,20 @@ impl Pool {
                     });
                     let mut ps = self.lock();
                     while !waiting && !ps.pending {
-                        ps = self.cond.wait(ps).unwrap_or_else(|p| p.into_inner());
+                        match next_retry {
+                            None => ps = self.cond.wait(ps).unwrap_or_else(|p| p.into_inner()),
+                            Some(t) => {
+                                let now = Instant::now();
+                                if now >= t {
+                                    break;
+                                }
+                                ps = self
+                                    .cond
+                                    .wait_timeout(ps, t - now)
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .0;
+                            }
+                        }
                     }
                     self.idle.store(false, Ordering::SeqCst);
                     drop(ps);
@@ -133,10 +149,14 @@ impl Pool {
                 entries.append(&mut ps.incoming);
             }
             streaming = false;
+            next_retry = None;
             entries.retain_mut(|e| {
-                let (wrote, done) = e.writer.write_pending(&e.shared);
-                streaming |= wrote;
-                !done
+                let pass = e.writer.write_pending(&e.shared, &mut budget);
+                streaming |= pass.wrote;
+                if let Some(t) = pass.retry_at {
+                    next_retry = Some(next_retry.map_or(t, |n| n.min(t)));
+                }
+                !pass.done
             });
         }
     }

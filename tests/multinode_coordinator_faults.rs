@@ -177,8 +177,9 @@ async fn a_full_disk_never_tears_the_journal(durability: &str) {
     assert!(joined.contains("group_data"), "{joined}");
     assert_eq!(exchange_str(addr, &send("m1", "small")), ACK);
     let journal = state.join("coordinator.journal");
+    let whole = file_len(&journal);
     assert_ne!(
-        file_len(&journal) % 4096,
+        whole % 4096,
         0,
         "the journal must end inside a page, so that a larger record is written in part"
     );
@@ -189,6 +190,11 @@ async fn a_full_disk_never_tears_the_journal(durability: &str) {
     assert_eq!(exchange_str(addr, &send("m2", &big)), ACK);
     let failed = "Journal append failed";
     assert!(coord.log_with(&[failed]).contains(failed));
+    assert_eq!(
+        file_len(&journal),
+        whole,
+        "the part of the record that was written is cut off again"
+    );
     std::fs::remove_file(filler).unwrap();
     // The rewrite from the live groups is tried at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -22,37 +22,6 @@ fn base(client: &str, group: &str) -> String {
     )
 }
 
-/// A two-node group doing send/wait/sync/clear through labd's client: proof that the
-/// coordinator still serves everyone.
-async fn healthy_group(port: u16, group: &str) -> Duration {
-    let s = settings(port, Duration::from_millis(20));
-    let a = client(&s, "1", group, "server", 2);
-    let b = client(&s, "2", group, "client", 2);
-    let t = Instant::now();
-    let ((), rb) = tokio::join!(
-        async {
-            a.group_data().await.unwrap();
-            a.lava_send("ip", message_from_pairs([("ip", "10.0.0.1")]))
-                .await
-                .unwrap();
-            a.lava_sync("done").await.unwrap();
-            a.clear_group().await.unwrap();
-        },
-        async {
-            b.group_data().await.unwrap();
-            let m = b.lava_wait("ip").await.unwrap();
-            b.lava_sync("done").await.unwrap();
-            b.clear_group().await.unwrap();
-            m
-        }
-    );
-    assert_eq!(
-        labd::multinode::pyjson::dumps(&rb),
-        r#"{"1": {"ip": "10.0.0.1"}}"#
-    );
-    t.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_slow_clients_block_nobody() {
     let coord = LabdCoordinator::start(&["--read-timeout", "2s"]);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use labd::multinode::client::message_from_pairs;
 use labd::multinode::{ClientSettings, CoordinatorClient, NodeIdentity};
 use labd_hw_fixtures::{ChildGuard, free_tcp_port};
 
@@ -17,11 +18,21 @@ pub struct LabdCoordinator {
     pub port: u16,
     pub dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// The journal's directory (`state` in the temporary directory unless chosen).
+    pub state: PathBuf,
+    /// RLIMIT_NOFILE (soft and hard) of the process, if lowered.
+    nofile: Option<u64>,
 }
 
 impl LabdCoordinator {
     /// With a journal in its temporary directory; `extra` are more command-line options.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, None, None)
+    }
+
+    /// As [`LabdCoordinator::start`], with the journal in `state` if given, and the open file
+    /// limit lowered to `nofile` if given.
+    pub fn start_with(extra: &[&str], state: Option<&Path>, nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_tcp_port();
         std::fs::write(
@@ -31,11 +42,14 @@ impl LabdCoordinator {
             ),
         )
         .unwrap();
+        let state = state.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let mut me = LabdCoordinator {
             guard: None,
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            state,
+            nofile,
         };
         me.spawn();
         me
@@ -44,7 +58,18 @@ impl LabdCoordinator {
     fn spawn(&mut self) {
         let log = self.log_path();
         let before = std::fs::read_to_string(&log).unwrap_or_default().len();
-        let child = Command::new(env!("CARGO_BIN_EXE_labd"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_labd"));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .arg("coordinator")
             .arg("--config")
             .arg(self.dir.path().join("lava-coordinator.conf"))
@@ -52,7 +77,7 @@ impl LabdCoordinator {
             .arg(&log)
             .args(["--loglevel", "DEBUG", "--bind", "127.0.0.1"])
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
+            .arg(&self.state)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +126,16 @@ impl LabdCoordinator {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The process id of the running coordinator.
+    pub fn pid(&self) -> u32 {
+        self.guard.as_ref().map_or(0, |g| g.id())
+    }
+
+    /// SIGSTOP or SIGCONT.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -166,6 +201,37 @@ pub fn client(
     c.set_api_timeout(Duration::from_secs(20));
     c.set_system_timeout(Duration::from_secs(20));
     c
+}
+
+/// A two-node group doing send/wait/sync/clear through labd's client: proof that the
+/// coordinator still serves everyone.
+pub async fn healthy_group(port: u16, group: &str) -> Duration {
+    let s = settings(port, Duration::from_millis(20));
+    let a = client(&s, "1", group, "server", 2);
+    let b = client(&s, "2", group, "client", 2);
+    let t = Instant::now();
+    let ((), rb) = tokio::join!(
+        async {
+            a.group_data().await.unwrap();
+            a.lava_send("ip", message_from_pairs([("ip", "10.0.0.1")]))
+                .await
+                .unwrap();
+            a.lava_sync("done").await.unwrap();
+            a.clear_group().await.unwrap();
+        },
+        async {
+            b.group_data().await.unwrap();
+            let m = b.lava_wait("ip").await.unwrap();
+            b.lava_sync("done").await.unwrap();
+            b.clear_group().await.unwrap();
+            m
+        }
+    );
+    assert_eq!(
+        labd::multinode::pyjson::dumps(&rb),
+        r#"{"1": {"ip": "10.0.0.1"}}"#
+    );
+    t.elapsed()
 }
 
 /// Reads the whole file (for journal checks).

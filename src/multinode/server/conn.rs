@@ -22,6 +22,26 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// The first read of a request (most fit in it).
 const FIRST_READ: usize = 1024;
 
+/// Most bytes one read asks for. The buffer grows by what actually arrives, never by what the
+/// header announces: a client that announces 1 MiB and sends nothing costs next to nothing.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How much to read next into `buf`: up to the first read's size until the header is known,
+/// then what is still missing of the announced frame, at most [`READ_CHUNK`].
+fn next_read(buf: &[u8]) -> usize {
+    let announced = buf
+        .get(..HEADER_LEN)
+        .and_then(|h| protocol::parse_header(h).ok())
+        .and_then(|a| usize::try_from(a.max(0)).ok());
+    match announced {
+        Some(want) => HEADER_LEN
+            .saturating_add(want)
+            .saturating_sub(buf.len())
+            .clamp(1, READ_CHUNK),
+        None => FIRST_READ.saturating_sub(buf.len()).max(1),
+    }
+}
+
 enum ReadError {
     Frame(FrameError, Vec<u8>),
     Io(std::io::Error),
@@ -152,28 +172,19 @@ type Now = Result<Result<(Value, Vec<u8>), ReadError>, (Vec<u8>, bool)>;
 
 /// Reads what has already arrived, without waiting, until [`frame_status`] decides.
 fn read_now(std: &std::net::TcpStream, max_message: usize) -> std::io::Result<Now> {
-    use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd;
     let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
     loop {
-        // As the runtime path reads: 1 KiB at first, then what the header announces.
-        let start = buf.len();
-        let announced = buf
-            .get(..HEADER_LEN)
-            .and_then(|h| protocol::parse_header(h).ok())
-            .and_then(|a| usize::try_from(a.max(0)).ok());
-        let room = match announced {
-            Some(want) => (HEADER_LEN + want).saturating_sub(start).max(1),
-            None => FIRST_READ.saturating_sub(start).max(1),
-        };
-        buf.resize(start + room, 0);
-        let got = recv(std.as_raw_fd(), &mut buf[start..], MsgFlags::MSG_DONTWAIT);
-        buf.truncate(start + *got.as_ref().unwrap_or(&0));
-        match got {
+        let room = next_read(&buf);
+        match recv_spare(std.as_raw_fd(), &mut buf, room) {
             Ok(0) => eof = true,
             Ok(_) => {}
-            Err(nix::errno::Errno::EAGAIN) => return Ok(Err((buf, eof))),
+            Err(nix::errno::Errno::EAGAIN) => {
+                // Waiting for the rest: hold only what arrived.
+                buf.shrink_to(buf.len());
+                return Ok(Err((buf, eof)));
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -181,6 +192,22 @@ fn read_now(std: &std::net::TcpStream, max_message: usize) -> std::io::Result<No
             return Ok(Ok(decided));
         }
     }
+}
+
+/// `recv(MSG_DONTWAIT)` of at most `room` bytes into `buf`'s spare capacity. Only the bytes
+/// received are written (the spare capacity is not zero-filled first), so memory the peer
+/// only announced is never touched.
+fn recv_spare(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, room: usize) -> nix::Result<usize> {
+    buf.reserve(room);
+    let spare = buf.spare_capacity_mut();
+    let room = room.min(spare.len());
+    // SAFETY: `spare` is memory `buf` owns, at least `room` bytes long; recv writes at most
+    // `room` bytes into it and nothing reads it before it is written.
+    let got = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+    let got = usize::try_from(got).map_err(|_| nix::errno::Errno::last())?;
+    // SAFETY: recv initialised the first `got` (<= `room`) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
 }
 
 /// Sends without waiting, with `MSG_MORE` (see [`write_all_more`]); returns how much went.
@@ -314,13 +341,15 @@ async fn read_frame(
         if let Some(decided) = frame_status(&mut buf, eof, max_message) {
             return decided;
         }
-        if buf.len() >= HEADER_LEN
-            && let Ok(announced) = protocol::parse_header(&buf[..HEADER_LEN])
-        {
-            let total = HEADER_LEN + usize::try_from(announced.max(0)).unwrap_or(0);
-            buf.reserve(total.saturating_sub(buf.len()));
+        // Room is made once bytes are there (a silent peer holds only what it sent), and
+        // `try_read_buf` writes into the spare capacity only what arrived.
+        stream.readable().await.map_err(ReadError::Io)?;
+        buf.reserve(next_read(&buf));
+        match stream.try_read_buf(&mut buf) {
+            Ok(n) => eof = n == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(ReadError::Io(e)),
         }
-        eof = stream.read_buf(&mut buf).await.map_err(ReadError::Io)? == 0;
     }
 }
 

@@ -8,17 +8,22 @@
 //! window that the file is dirty and `fdatasync`s it within [`SYNC_INTERVAL`]. While it
 //! rewrites the journal (compaction), records are queued to it instead and written, in order,
 //! to the new file before direct writes resume.
+//!
+//! If a record cannot be written (disk full), the partial record is cut off again and the
+//! journal is *behind*: no record is written after that (the file stays a clean prefix of the
+//! state's history) until the server has it rewritten from the live groups, which brings back
+//! every change since, the failed one included ([`Handle::is_behind`]).
 
 use std::fs::File;
-use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{error, info};
 
-use super::store::{Journal, encode_record};
+use super::store::{Journal, encode_record, write_whole};
 use super::{Durability, LOG_TARGET};
 
 /// Longest time a written record waits for its fdatasync in [`Durability::Process`] mode.
@@ -38,11 +43,17 @@ pub(super) struct Handle {
     tx: Sender<JournalCmd>,
     /// [`Durability::Process`] only: the file the serving thread writes to directly.
     direct: Option<Arc<Mutex<Direct>>>,
+    /// A record could not be written: none are until a rewrite succeeds (shared with the
+    /// journal thread, which sets it for its own failed appends and clears it).
+    behind: Arc<AtomicBool>,
 }
 
 struct Direct {
-    /// The journal file (`None` only if it could not be shared).
+    /// The journal file (`None` if it could not be shared: records then go through the
+    /// journal thread until the next rewrite shares the new file).
     file: Option<File>,
+    /// The file's length: where a failed write is cut back to.
+    len: u64,
     /// A compaction runs: records go through the journal thread, in order, meanwhile.
     compacting: bool,
     /// Written since the journal thread last synced (it has been told).
@@ -61,9 +72,17 @@ impl Handle {
             let mut d = lock(d);
             let d = &mut *d;
             if let (Some(file), false) = (&mut d.file, d.compacting) {
-                if let Err(e) = file.write_all(&encode_record(&body)) {
-                    error!(target: LOG_TARGET,
-                        "Journal append failed ({e}); this change will not survive a restart");
+                if self.behind.load(Ordering::SeqCst) {
+                    // In memory only; the rewrite that ends this brings it back.
+                    return None;
+                }
+                let record = encode_record(&body);
+                match write_whole(file, d.len, &record) {
+                    Ok(()) => d.len += record.len() as u64,
+                    Err(e) => {
+                        fell_behind(&self.behind, &e);
+                        return None;
+                    }
                 }
                 if !d.dirty {
                     d.dirty = true;
@@ -75,6 +94,12 @@ impl Handle {
             return self.queue(body);
         }
         self.queue(body)
+    }
+
+    /// Whether the journal misses changes (a write failed) and must be rewritten from the live
+    /// groups before records are written again.
+    pub(super) fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::SeqCst)
     }
 
     fn queue(&self, body: Arc<[u8]>) -> Option<oneshot::Receiver<()>> {
@@ -102,28 +127,50 @@ pub(super) fn spawn(journal: Journal, durability: Durability) -> Handle {
     let direct = match durability {
         Durability::Power => None,
         Durability::Process => {
-            let file = journal
-                .clone_file()
-                .map_err(|e| {
-                    error!(target: LOG_TARGET,
-                        "cannot share the journal file ({e}); records go through the journal thread")
-                })
-                .ok();
-            Some(Arc::new(Mutex::new(Direct {
-                file,
+            let mut d = Direct {
+                file: None,
+                len: 0,
                 compacting: false,
                 dirty: false,
-            })))
+            };
+            share(&journal, &mut d);
+            Some(Arc::new(Mutex::new(d)))
         }
     };
-    let d = direct.clone();
+    let behind = Arc::new(AtomicBool::new(false));
+    let (d, b) = (direct.clone(), behind.clone());
     let spawned = std::thread::Builder::new()
         .name("coordinator-journal".into())
-        .spawn(move || run(journal, durability, &rx, d.as_deref()));
+        .spawn(move || run(journal, durability, &rx, d.as_deref(), &b));
     if let Err(e) = spawned {
         error!(target: LOG_TARGET, "cannot start the journal thread: {e}");
     }
-    Handle { tx, direct }
+    Handle { tx, direct, behind }
+}
+
+/// Gives the serving thread its own handle on the journal's current file, or none (records
+/// then go through the journal thread): never a handle on a file a rewrite has replaced.
+fn share(journal: &Journal, d: &mut Direct) {
+    d.file = None;
+    match journal
+        .clone_file()
+        .and_then(|f| Ok((f.metadata()?.len(), f)))
+    {
+        Ok((len, f)) => {
+            d.len = len;
+            d.file = Some(f);
+        }
+        Err(e) => error!(target: LOG_TARGET,
+            "cannot share the journal file ({e}); records go through the journal thread"),
+    }
+}
+
+/// A record could not be written: logged once, and no record is written until a rewrite.
+fn fell_behind(behind: &AtomicBool, e: &std::io::Error) {
+    if !behind.swap(true, Ordering::SeqCst) {
+        error!(target: LOG_TARGET,
+            "Journal append failed ({e}); changes are kept in memory only until the journal is rewritten");
+    }
 }
 
 fn run(
@@ -131,6 +178,7 @@ fn run(
     durability: Durability,
     rx: &Receiver<JournalCmd>,
     direct: Option<&Mutex<Direct>>,
+    behind: &AtomicBool,
 ) {
     let mut dirty_since: Option<Instant> = None;
     loop {
@@ -161,7 +209,7 @@ fn run(
         while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
             match cmd {
                 JournalCmd::Append(body, done) => {
-                    append(&mut journal, &body);
+                    append(&mut journal, &body, behind);
                     waiting.extend(done);
                     dirty_since.get_or_insert_with(Instant::now);
                 }
@@ -169,13 +217,21 @@ fn run(
                     dirty_since.get_or_insert(at);
                 }
                 JournalCmd::Rewrite(bodies) => {
-                    if let Err(e) = journal.rewrite(bodies.iter().map(|b| &b[..])) {
-                        error!(target: LOG_TARGET, "Journal compaction failed: {e}");
+                    match journal.rewrite(bodies.iter().map(|b| &b[..])) {
+                        Ok(()) => {
+                            if behind.swap(false, Ordering::SeqCst) {
+                                info!(target: LOG_TARGET,
+                                    "Journal rewritten from the live groups; changes are journaled again");
+                            }
+                        }
+                        Err(e) if behind.load(Ordering::SeqCst) => error!(target: LOG_TARGET,
+                            "Journal rewrite failed ({e}); changes are still kept in memory only"),
+                        Err(e) => error!(target: LOG_TARGET, "Journal compaction failed: {e}"),
                     }
-                    // The rewrite synced everything it holds.
-                    dirty_since = None;
+                    // The rewrite synced everything it holds, but perhaps not its rename.
+                    dirty_since = journal.dir_unsynced().then(Instant::now);
                     if let Some(d) = direct {
-                        resume_direct(&mut journal, rx, d, &mut waiting, &mut dirty_since);
+                        resume_direct(&mut journal, rx, d, &mut waiting, &mut dirty_since, behind);
                     }
                 }
             }
@@ -203,12 +259,13 @@ fn resume_direct(
     direct: &Mutex<Direct>,
     waiting: &mut Vec<oneshot::Sender<()>>,
     dirty_since: &mut Option<Instant>,
+    behind: &AtomicBool,
 ) {
     let mut d = lock(direct);
     while let Ok(cmd) = rx.try_recv() {
         match cmd {
             JournalCmd::Append(body, done) => {
-                append(journal, &body);
+                append(journal, &body, behind);
                 waiting.extend(done);
                 dirty_since.get_or_insert_with(Instant::now);
             }
@@ -218,19 +275,19 @@ fn resume_direct(
             JournalCmd::Rewrite(_) => {}
         }
     }
-    match journal.clone_file() {
-        Ok(f) => d.file = Some(f),
-        Err(e) => error!(target: LOG_TARGET,
-            "cannot share the journal file ({e}); records go through the journal thread"),
-    }
+    // The old handle may be on the replaced file: shared anew, or dropped.
+    share(journal, &mut d);
     d.compacting = false;
     d.dirty = dirty_since.is_some();
 }
 
-fn append(journal: &mut Journal, body: &[u8]) {
+/// The journal thread's append; skipped while the journal is behind (see [`fell_behind`]).
+fn append(journal: &mut Journal, body: &[u8], behind: &AtomicBool) {
+    if behind.load(Ordering::SeqCst) {
+        return;
+    }
     if let Err(e) = journal.append(body) {
-        error!(target: LOG_TARGET,
-            "Journal append failed ({e}); this change will not survive a restart");
+        fell_behind(behind, &e);
     }
 }
 
@@ -242,5 +299,55 @@ fn sync(journal: &mut Journal, direct: Option<&Mutex<Direct>>) {
     if let Err(e) = journal.sync() {
         error!(target: LOG_TARGET,
             "Journal sync failed ({e}); recent changes may not survive a power loss");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::multinode::server::store::{Faults, decode_records};
+
+    fn body(s: &str) -> Arc<[u8]> {
+        Arc::from(s.as_bytes())
+    }
+
+    fn wait(done: Option<oneshot::Receiver<()>>) {
+        if let Some(rx) = done {
+            rx.blocking_recv().unwrap();
+        }
+    }
+
+    /// In `process` durability: appends a and b, arms a fault, compacts to [a, b], appends c
+    /// (queued while the compaction runs) and d, and returns the records in the file at the
+    /// journal's path (what a restart would read).
+    fn compact_with(arm: impl FnOnce(&Faults)) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        let path = journal.path();
+        let faults = journal.faults.clone();
+        let h = spawn(journal, Durability::Process);
+        assert!(h.append(body("a")).is_none(), "written directly");
+        wait(h.append(body("b")));
+        arm(&faults);
+        h.compact(vec![body("a"), body("b")]);
+        wait(h.append(body("c")));
+        wait(h.append(body("d")));
+        let (records, _) = decode_records(&std::fs::read(&path).unwrap());
+        records
+            .into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_after_a_compaction_whose_directory_sync_failed_reach_the_journal() {
+        let on_disk = compact_with(|f| f.dir_sync.store(true, Ordering::SeqCst));
+        assert_eq!(on_disk, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn records_after_a_compaction_reach_the_journal_when_the_file_cannot_be_shared() {
+        let on_disk = compact_with(|f| f.clone.store(true, Ordering::SeqCst));
+        assert_eq!(on_disk, ["a", "b", "c", "d"]);
     }
 }

@@ -1,5 +1,6 @@
 //! A running server's journal: compaction while direct writes (durability `process`) go on,
-//! then a restart that must see exactly the live groups.
+//! then a restart that must see exactly the live groups; and the connection cap that keeps
+//! the server within its open file limit.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -117,4 +118,12 @@ async fn compaction_while_writing_directly_keeps_live_groups() {
 #[tokio::test]
 async fn compaction_in_power_mode_keeps_live_groups() {
     compaction_keeps_live_groups(Durability::Power).await;
+}
+
+#[test]
+fn connections_are_capped_to_fit_the_open_file_limit() {
+    assert_eq!(connection_cap(1024, 4096), 1024);
+    assert_eq!(connection_cap(1024, 1024), 1024 - FD_RESERVE as usize);
+    assert_eq!(connection_cap(1024, 10), 1);
+    assert_eq!(connection_cap(5, u64::MAX), 5);
 }

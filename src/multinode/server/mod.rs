@@ -47,6 +47,10 @@ pub const LOG_TARGET: &str = "lava_coordinator";
 /// Compact the journal once it is this large and mostly dead records.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
+/// While the journal is behind (a write failed), rewrite it from the live groups at most this
+/// often (a full disk makes each attempt fail until space is freed).
+const HEAL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Server settings: lava-coordinator's (port, blocksize) plus labd's limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -113,6 +117,8 @@ struct Live {
     records: HashMap<Key, GroupRecords>,
     live_bytes: u64,
     journal_bytes: u64,
+    /// No rewrite for a journal that is behind before this time ([`HEAL_INTERVAL`]).
+    next_heal: Option<std::time::Instant>,
 }
 
 /// Shared by every connection task.
@@ -175,9 +181,40 @@ pub struct Server {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Descriptors kept free for everything but connections: stdio, the listener, the event loop,
+/// the log file, the lock file, the journal and its shared handle, and a rewrite's temporary
+/// file and directory.
+const FD_RESERVE: u64 = 32;
+
+/// Connections served at once within a soft descriptor limit of `soft`: `requested`, or fewer
+/// so that [`FD_RESERVE`] descriptors stay free. Connections beyond the limit would make
+/// `accept` fail with EMFILE (handled, but spinning on it), and worse, could take the
+/// descriptor a journal rewrite or sync needs.
+fn connection_cap(requested: usize, soft: u64) -> usize {
+    let fit = usize::try_from(soft.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    requested.min(fit).max(1)
+}
+
+/// `cfg` with `max_connections` capped to the process's soft RLIMIT_NOFILE (with a warning).
+fn fit_fd_limit(mut cfg: ServerConfig) -> ServerConfig {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return cfg;
+    };
+    let cap = connection_cap(cfg.max_connections, soft);
+    if cap < cfg.max_connections {
+        warn!(target: LOG_TARGET,
+            "The open file limit (RLIMIT_NOFILE {}) is too low for {} connections; serving at most {} at once (raise it, e.g. LimitNOFILE= in the systemd unit)",
+            soft, cfg.max_connections, cap);
+        cfg.max_connections = cap;
+    }
+    cfg
+}
+
 impl Server {
     /// Recovers the journal (if any), binds and starts serving.
     pub async fn start(cfg: ServerConfig) -> Result<Server, CoordinatorError> {
+        let cfg = fit_fd_limit(cfg);
         // Reading and rewriting the journal is blocking file work.
         let c = cfg.clone();
         let (shared, recovered) = tokio::task::spawn_blocking(move || Shared::new(c))
@@ -244,6 +281,7 @@ impl Shared {
             records: HashMap::new(),
             live_bytes: 0,
             journal_bytes: 0,
+            next_heal: None,
         };
         let journal = match &cfg.state_dir {
             None => None,
@@ -306,8 +344,12 @@ impl Shared {
                 if let Some(journal) = &self.journal {
                     live.journal_bytes += body.len() as u64 + 19;
                     durable = journal.append(body);
-                    if live.journal_bytes > COMPACT_MIN_BYTES
-                        && live.journal_bytes > 4 * live.live_bytes
+                    // A journal that missed a change is rewritten from the live groups, which
+                    // hold every change (the missed ones too).
+                    let heal = journal.is_behind() && live.heal_due();
+                    if heal
+                        || (live.journal_bytes > COMPACT_MIN_BYTES
+                            && live.journal_bytes > 4 * live.live_bytes)
                     {
                         journal.compact(live.all_bodies());
                         live.journal_bytes = live.live_bytes;
@@ -327,6 +369,17 @@ impl Shared {
 }
 
 impl Live {
+    /// Whether a rewrite of a journal that is behind may start now (at most once per
+    /// [`HEAL_INTERVAL`]).
+    fn heal_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self.next_heal.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.next_heal = Some(now + HEAL_INTERVAL);
+        true
+    }
+
     /// Keeps the journal record of a changed group, drops a deleted group's records.
     fn track(&mut self, out: &Outcome, body: Arc<[u8]>) {
         let Some(g) = &out.changed else { return };

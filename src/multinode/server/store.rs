@@ -9,6 +9,11 @@
 //! there, and the live groups are rewritten to a fresh file: written to `*.tmp`, synced, renamed
 //! over the journal, directory synced. The same rewrite compacts the journal while running
 //! (records of deleted groups are dropped). A lock file keeps two coordinators off one directory.
+//!
+//! Two rules keep every acknowledged record reachable at restart: a record is written whole or
+//! not at all ([`write_whole`] cuts a partial one off again), and the handle appends go to is
+//! always the file at the journal's path (a rewrite appends through the handle it wrote the new
+//! file with, taken before the rename, and never opens the path again).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -24,8 +29,31 @@ const RECORD_HEAD: usize = 18;
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    /// A rewrite's rename is done but its directory sync failed: retried by [`Journal::sync`].
+    dir_unsynced: bool,
     /// Held for the life of the journal; released when it is dropped.
     _lock: nix::fcntl::Flock<File>,
+    #[cfg(test)]
+    pub(crate) faults: std::sync::Arc<Faults>,
+}
+
+/// Test-only fault injection: each switch makes the next such step fail once (the failures
+/// these stand for, EMFILE and EIO, cannot be caused from outside at the right moment).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// The directory sync (after a rewrite's rename).
+    pub dir_sync: std::sync::atomic::AtomicBool,
+    /// [`Journal::clone_file`].
+    pub clone: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+fn injected(switch: &std::sync::atomic::AtomicBool, what: &str) -> io::Result<()> {
+    if switch.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::other(format!("injected {what} failure")));
+    }
+    Ok(())
 }
 
 /// What [`Journal::open`] found on disk.
@@ -80,7 +108,10 @@ impl Journal {
             Journal {
                 dir: dir.to_path_buf(),
                 file,
+                dir_unsynced: false,
                 _lock: lock,
+                #[cfg(test)]
+                faults: Default::default(),
             },
             Recovered { records, truncated },
         ))
@@ -90,41 +121,103 @@ impl Journal {
         self.dir.join(JOURNAL)
     }
 
-    /// Appends records (not yet durable; see [`Journal::sync`]).
+    /// Appends one record (not yet durable; see [`Journal::sync`]), whole or not at all.
     pub fn append(&mut self, body: &[u8]) -> io::Result<()> {
-        self.file.write_all(&encode_record(body))
+        let len = self.file.metadata()?.len();
+        write_whole(&mut self.file, len, &encode_record(body))
     }
 
-    /// Makes every appended record durable.
+    /// Makes every appended record durable (and a rewrite's rename, if its sync failed).
     pub fn sync(&mut self) -> io::Result<()> {
+        if self.dir_unsynced {
+            self.sync_dir()?;
+            self.dir_unsynced = false;
+        }
         self.file.sync_data()
+    }
+
+    /// Whether a rewrite's rename still waits for its directory sync ([`Journal::sync`]).
+    pub fn dir_unsynced(&self) -> bool {
+        self.dir_unsynced
     }
 
     /// Replaces the journal with exactly `records`, atomically (tmp file, fsync, rename,
     /// directory fsync): after a crash either the old or the new journal is there, whole.
+    ///
+    /// An error means the old journal is still in place and still the file appended to. Once
+    /// the rename is done the new file is the journal: appends go to the handle it was written
+    /// with (nothing is opened after the rename, which could fail with EMFILE and leave appends
+    /// going to the replaced, unlinked file), and a failed directory sync is retried by the next
+    /// [`Journal::sync`].
     pub fn rewrite<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
         let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
-        {
-            let mut w = io::BufWriter::new(File::create(&tmp)?);
+        let written = (|| {
+            // Opened for appending: this handle becomes the journal's after the rename. A
+            // leftover from a crash is removed first (append mode cannot truncate).
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let file = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .append(true)
+                .open(&tmp)?;
+            let mut w = io::BufWriter::new(&file);
             for r in records {
                 w.write_all(&encode_record(r))?;
             }
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            w.flush()?;
+            drop(w);
+            file.sync_all()?;
+            fs::rename(&tmp, self.path())?;
+            Ok(file)
+        })();
+        match written {
+            Ok(file) => self.file = file,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
-        fs::rename(&tmp, self.path())?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new().append(true).open(self.path())?;
+        if self.sync_dir().is_err() {
+            self.dir_unsynced = true;
+        }
         Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        #[cfg(test)]
+        injected(&self.faults.dir_sync, "directory sync")?;
+        sync_dir(&self.dir)
     }
 
     /// Another handle on the journal file (appends through it land at the end too).
     pub fn clone_file(&self) -> io::Result<File> {
+        #[cfg(test)]
+        injected(&self.faults.clone, "clone")?;
         self.file.try_clone()
     }
 
     /// Current size of the journal file.
     pub fn size(&self) -> u64 {
         self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Appends `record` to a journal file of `len` bytes, whole or not at all: a write that fails
+/// partway (disk full) is cut back to `len`, so no later record ever follows a torn one (replay
+/// stops at the first torn record and would drop every record after it).
+pub fn write_whole(file: &mut File, len: u64, record: &[u8]) -> io::Result<()> {
+    let Err(e) = file.write_all(record) else {
+        return Ok(());
+    };
+    match file.set_len(len) {
+        Ok(()) => Err(e),
+        Err(cut) => Err(io::Error::new(
+            e.kind(),
+            format!("{e}; cutting off the partial record failed too: {cut}"),
+        )),
     }
 }
 
@@ -279,5 +372,22 @@ mod tests {
         drop(j);
         let (_, rec) = Journal::open(dir.path()).unwrap();
         assert_eq!(rec.records, vec![b"new".to_vec(), b"after".to_vec()]);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_after_the_rename_is_retried_by_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(b"old").unwrap();
+        j.faults
+            .dir_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        j.rewrite([b"new".as_slice()]).unwrap();
+        assert!(j.dir_unsynced());
+        j.append(b"after").unwrap();
+        j.sync().unwrap();
+        assert!(!j.dir_unsynced());
+        let (records, _) = decode_records(&std::fs::read(j.path()).unwrap());
+        assert_eq!(records, vec![b"new".to_vec(), b"after".to_vec()]);
     }
 }

@@ -7,7 +7,9 @@
 //! - reply: `{"ok": true, "job": ID, "work_dir": DIR}` (or an error reply);
 //! - `{"waiting": TEXT}` when the board is held by another job (the daemon's reservations:
 //!   the job waits for it, first come first served);
-//! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`; or
+//! - then `{"log": LINE}` for every LAVA log line (a client that does not keep up loses lines,
+//!   replaced by a `labd: N log lines dropped` warning line: [`super::reply_stream`]), and
+//!   last `{"end": JobEnd}`; or
 //!   `{"error": TEXT}` when the board was not free within the request's `wait_timeout_ms`.
 //!
 //! A request without `device` is a Multi-Node submission: the daemon runs it as a group

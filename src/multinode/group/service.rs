@@ -8,7 +8,9 @@
 //! - reply: `{"ok": true, "job": BASE_ID, "group": true}`, or an error reply at once when the
 //!   submission is not a valid group or the inventory can never hold it;
 //! - `{"waiting": TEXT}` once if the group waits for busy boards;
-//! - `{"line": {"role": R, "job": ID, "line": LINE}}` for every log line of every sub-job;
+//! - `{"line": {"role": R, "job": ID, "line": LINE}}` for every log line of every sub-job (a
+//!   client that does not keep up loses lines, replaced per sub-job by a `labd: N log lines
+//!   dropped` warning line: [`crate::jobs::runner::reply_stream`]);
 //! - last `{"end": [SubJobSummary...]}` (in sub_id order), or `{"error": TEXT}` when the group
 //!   could not start (a board's console not running...).
 //!

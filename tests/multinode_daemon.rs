@@ -335,3 +335,35 @@ async fn a_single_job_waits_for_a_group_holding_its_board() {
     assert_eq!(lead, [true, false, true, false]);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_directory_that_cannot_be_made_fails_the_group_before_any_sub_job_starts() {
+    let lab = lab(&TWO_BOARDS).await;
+    let running = daemon(&lab).await;
+    // A regular file where the follower's (job 901) work directory should be.
+    let jobs = lab.dir.path().join("state/jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(jobs.join("901"), "in the way").unwrap();
+    let started = Instant::now();
+    let (code, stdout, stderr) =
+        run_job_as(&lab.paths(), &two_roles(false, SYNC, SYNC), "900", &[]).await;
+    println!("{stdout}\n{stderr}");
+    assert_eq!(code, 1);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        stderr.contains(&format!(
+            "the group cannot run: role follower (job 901): cannot create its work directory {}:",
+            jobs.join("901").display()
+        )),
+        "{stderr}"
+    );
+    // No sub-job started (none can outlive the group's reservation), no board was touched,
+    // and both boards are free at once.
+    assert!(!jobs.join("900/output.yaml").exists(), "sub-job 900 ran");
+    assert!(lab.pdu.events().is_empty(), "{:?}", lab.pdu.events());
+    assert_eq!(boards(&lab).await, (vec![], vec![]));
+    let (code, stdout, stderr) = run_job_as(&lab.paths(), SINGLE, "77", &["-d", "lead"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stderr.contains("waiting"), "{stderr}");
+    running.stop().await;
+}

@@ -220,3 +220,75 @@ async fn a_non_essential_failure_lets_the_others_finish() {
     assert_eq!(rows, ["0_follower alone pass"]);
     assert!(stdout.contains("group: 1 of 2 sub-jobs Complete"));
 }
+
+/// Whatever happens to the group's future (its caller gone, a panic above it), its boards
+/// stay reserved until every sub-job has ended and switched its board off: the sub-jobs are
+/// canceled, and only then can another job have the boards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_dropped_while_running_keeps_its_boards_until_its_sub_jobs_ended() {
+    use labd::ids::DeviceName;
+    use labd::multinode::group::{GroupOptions, run_group};
+    use std::sync::{Arc, Mutex};
+
+    let lab = lab(&TWO_BOARDS).await;
+    let inv = Arc::new(labd::inventory::Inventory::load(&lab.inventory).unwrap());
+    let busy = "          - sleep 30\n          - lava-test-case slept --shell true";
+    let group = two_roles(false, busy, busy);
+    let mut opts = GroupOptions::new("900");
+    opts.poll_delay = Duration::from_millis(100);
+    let reservations = opts.reservations.clone();
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let s = seen.clone();
+    opts.lines = Some(Arc::new(move |_role: &str, id: &str, line: &str| {
+        s.lock().unwrap().push((id.to_string(), line.to_string()));
+    }));
+    let run = tokio::spawn(async move { run_group(inv, &group, opts).await });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !["900", "901"].iter().all(|id| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(j, l)| j == id && l.contains("STARTRUN"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the sub-jobs never ran their tests"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    let (lead, follow) = (
+        DeviceName::new("lead").unwrap(),
+        DeviceName::new("follow").unwrap(),
+    );
+    assert!(
+        reservations.is_taken(&lead) && reservations.is_taken(&follow),
+        "the boards were released while the sub-jobs still ran"
+    );
+    let canceled_at = Instant::now();
+    while reservations.is_taken(&lead) || reservations.is_taken(&follow) {
+        assert!(
+            canceled_at.elapsed() < Duration::from_secs(25),
+            "the sub-jobs were not canceled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // By the time the boards are free, both sub-jobs ended and switched their boards off.
+    let events = lab.pdu.events();
+    for outlet in [1, 2] {
+        let last = events.iter().rev().find(|e| e.outlet == outlet);
+        assert!(last.is_some_and(|e| !e.on), "outlet {outlet}: {events:?}");
+    }
+    for id in ["900", "901"] {
+        let log = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(j, _)| j == id)
+            .map(|(_, l)| l.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(log.contains("JobCanceled"), "{id}: {log}");
+    }
+}

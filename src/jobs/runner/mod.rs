@@ -22,6 +22,7 @@ pub mod local;
 pub mod multinode;
 pub mod power;
 pub mod pty;
+pub mod reply_stream;
 pub mod service;
 pub mod summary;
 mod validate;

@@ -7,7 +7,9 @@
 //! - reply: `{"ok": true, "job": ID, "work_dir": DIR}` (or an error reply);
 //! - `{"waiting": TEXT}` when the board is held by another job (the daemon's reservations:
 //!   the job waits for it, first come first served);
-//! - then `{"log": LINE}` for every LAVA log line, and last `{"end": JobEnd}`; or
+//! - then `{"log": LINE}` for every LAVA log line (a client that does not keep up loses lines,
+//!   replaced by a `labd: N log lines dropped` warning line: [`super::reply_stream`]), and
+//!   last `{"end": JobEnd}`; or
 //!   `{"error": TEXT}` when the board was not free within the request's `wait_timeout_ms`.
 //!
 //! A request without `device` is a Multi-Node submission: the daemon runs it as a group
@@ -25,6 +27,7 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 use super::boards::BoardLocks;
+use super::reply_stream::{ReplyStream, dropped_log_line};
 use super::{DeviceSetup, Health, JobLog, JobReport, JobRequest, RunEnv, run_job};
 use crate::control::{Conn, ControlError, Handler, Request};
 
@@ -177,15 +180,26 @@ pub async fn serve(
     if conn.reply_ok(reply).await.is_err() {
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StreamMsg>();
-    let log_tx = tx.clone();
+    let (rd, wr) = conn.stream.into_split();
+    let cancel = CancellationToken::new();
+    let log_file = work_dir.join("output.yaml");
+    let marker_file = log_file.clone();
+    let gone = cancel.clone();
+    // The client not reading never slows the job (lines are dropped, then counted); the
+    // client going away (EOF or error on its side) cancels the job.
+    let stream = ReplyStream::start(
+        wr,
+        Box::new(move |_, n| StreamMsg::Log(dropped_log_line(n, &marker_file))),
+        |_, _| true,
+        move || gone.cancel(),
+    );
+    let lines = stream.lines();
     let log = JobLog::new(
-        Some(&work_dir.join("output.yaml")),
+        Some(&log_file),
         Some(Box::new(move |l: &str| {
-            let _ = log_tx.send(StreamMsg::Log(l.to_string()));
+            lines.send(StreamMsg::Log(l.to_string()))
         })),
     );
-    let cancel = CancellationToken::new();
     let holder = format!("job {id}");
     let patience = body.wait_timeout();
     let job = JobRequest {
@@ -193,72 +207,44 @@ pub async fn serve(
         definition: body.definition,
         device: setup.clone(),
         work_dir,
-        log: log.clone(),
+        log,
         cancel: cancel.clone(),
     };
-    let (rd, mut wr) = conn.stream.into_split();
     let waiting = cancel.clone();
-    let mut runner = tokio::spawn(async move {
+    let notice = stream.control();
+    // Ok: the job's report; Err: it did not start (Some: why, for the client).
+    let runner = tokio::spawn(async move {
         let _hold = match (boards, setup.name) {
             (Some(b), Some(name)) => {
-                let t = tx.clone();
-                let on_wait = Box::new(move |d: String| {
-                    let _ = t.send(StreamMsg::Waiting(d));
-                });
+                let on_wait = Box::new(move |d: String| notice(StreamMsg::Waiting(d)));
                 let hold = b.hold(holder, name.clone(), patience, on_wait);
                 tokio::select! {
                     h = hold => match h {
                         Ok(h) => Some(h),
                         Err(e) => {
                             tracing::info!(%name, error = %e, "run-job: the board is not free");
-                            let _ = tx.send(StreamMsg::Error(format!("board {name}: {e}")));
-                            return None;
+                            return Err(Some(format!("board {name}: {e}")));
                         }
                     },
-                    _ = waiting.cancelled() => return None,
+                    _ = waiting.cancelled() => return Err(None),
                 }
             }
             _ => None,
         };
-        drop(tx);
-        Some(run_job(&env, job).await)
+        Ok(run_job(&env, job).await)
     });
-    // The client going away (EOF or error on its side) cancels the job.
     let watcher = cancel_on_hangup(rd, cancel.clone());
-    let mut client_gone = false;
-    let mut forward = async |msg: StreamMsg, gone: &mut bool| {
-        if !*gone && write_msg(&mut wr, &msg).await.is_err() {
-            *gone = true;
-            cancel.cancel();
-            log.detach_stream();
-        }
-    };
-    let finished = loop {
-        tokio::select! {
-            Some(msg) = rx.recv() => forward(msg, &mut client_gone).await,
-            r = &mut runner => break r,
-        }
-    };
-    // The job is over: its log writer is gone; send what it wrote last.
-    while let Ok(msg) = rx.try_recv() {
-        forward(msg, &mut client_gone).await;
-    }
-    let report = match finished {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            watcher.abort();
-            return;
-        }
+    let last = match runner.await {
+        Ok(Ok(report)) => Some(StreamMsg::End(JobEnd::from_report(&report))),
+        Ok(Err(Some(why))) => Some(StreamMsg::Error(why)),
+        // Canceled while waiting for the board: the client is gone.
+        Ok(Err(None)) => None,
         Err(e) => {
             tracing::error!(error = %e, "run-job task failed");
-            watcher.abort();
-            return;
+            None
         }
     };
-    if !client_gone {
-        let _ = write_msg(&mut wr, &StreamMsg::End(JobEnd::from_report(&report))).await;
-        let _ = wr.shutdown().await;
-    }
+    stream.finish(last).await;
     watcher.abort();
 }
 

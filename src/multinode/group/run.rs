@@ -48,8 +48,12 @@ pub enum GroupRunError {
     /// Canceled (Ctrl-C, the client went away) before the boards were free.
     #[error("canceled while waiting for boards")]
     CanceledWaiting,
-    #[error("cannot create {path}: {source}")]
-    Io {
+    /// A sub-job's work directory cannot be made (disk full, permissions, a file in the
+    /// way): found before any board is opened.
+    #[error("role {role} (job {job_id}): cannot create its work directory {path}: {source}")]
+    WorkDir {
+        role: String,
+        job_id: String,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
@@ -151,6 +155,19 @@ pub async fn run_group(
     let value = parse_submission(submission)?;
     let target_group = uuid::Uuid::new_v4().to_string();
     let mut plan = GroupPlan::from_submission(&value, &target_group)?;
+    let ids: Vec<String> = plan
+        .jobs
+        .iter()
+        .map(|j| sub_job_id(&opts.base_id, j.sub_id))
+        .collect();
+    plan.assign_ids(&ids);
+    // Everything that can fail per sub-job is done before any board is opened or any
+    // sub-job spawned: a group never returns while some of its sub-jobs still run.
+    let definitions = plan
+        .jobs
+        .iter()
+        .map(|j| j.runner_yaml())
+        .collect::<Result<Vec<String>, GroupError>>()?;
     let boards = Candidate::from_inventory(&inv.devices);
     let on_wait = opts.on_wait.clone();
     let holder = format!("group {}", opts.base_id);
@@ -170,12 +187,23 @@ pub async fn run_group(
         r = acquire => r?,
         _ = opts.cancel.cancelled() => return Err(GroupRunError::CanceledWaiting),
     };
-    let ids: Vec<String> = plan
-        .jobs
-        .iter()
-        .map(|j| sub_job_id(&opts.base_id, j.sub_id))
-        .collect();
-    plan.assign_ids(&ids);
+    // Every spawned sub-job holds the reservation until it has stopped its board, so the
+    // boards go to the next job only once no sub-job of this group can touch them, whatever
+    // happens to this future.
+    let reserved = Arc::new(reserved);
+    let mut work_dirs = Vec::with_capacity(ids.len());
+    for (job, id) in plan.jobs.iter().zip(&ids) {
+        let path = inv.worker.state_dir.join("jobs").join(id);
+        if let Err(source) = tokio::fs::create_dir_all(&path).await {
+            return Err(GroupRunError::WorkDir {
+                role: job.role.clone(),
+                job_id: id.clone(),
+                path,
+                source,
+            });
+        }
+        work_dirs.push(path);
+    }
 
     let (settings, server) = match (&opts.coordinator, &inv.coordinator) {
         (Some(s), _) => (s.clone(), None),
@@ -228,7 +256,7 @@ pub async fn run_group(
     };
 
     // Open every board first: a board that cannot start fails the group before any job runs.
-    let mut started: Vec<(Board, String, String, String, DeviceName)> = Vec::new();
+    let mut started: Vec<(Board, String, String, DeviceName)> = Vec::new();
     for (i, job) in plan.jobs.iter().enumerate() {
         let device = reserved.allocation.devices[i].clone();
         let board = match Board::open(&inv, &device, &opts, &images).await {
@@ -245,33 +273,25 @@ pub async fn run_group(
                 });
             }
         };
-        let definition = job.runner_yaml()?;
-        started.push((board, definition, job.role.clone(), ids[i].clone(), device));
+        started.push((board, job.role.clone(), ids[i].clone(), device));
     }
 
     let n = started.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, SubJobEnd)>();
+    // Dropping this future (its caller gone) cancels every sub-job; they still end normally.
+    let group_cancel = opts.cancel.child_token();
+    let _cancel_on_drop = group_cancel.clone().drop_guard();
     let mut cancels: Vec<CancellationToken> = Vec::new();
     let (mut logs, mut names) = (Vec::new(), Vec::new());
-    for (i, (mut board, definition, role, id, device)) in started.into_iter().enumerate() {
-        let work_dir = inv.worker.state_dir.join("jobs").join(&id);
-        if let Err(source) = std::fs::create_dir_all(&work_dir) {
-            // Sub-jobs already started are canceled by the group's token going away.
-            for c in &cancels {
-                c.cancel();
-            }
-            board.stop().await;
-            return Err(GroupRunError::Io {
-                path: work_dir,
-                source,
-            });
-        }
+    // Nothing below may fail until every sub-job is spawned.
+    let prepared = started.into_iter().zip(definitions).zip(work_dirs);
+    for (i, (((mut board, role, id, device), definition), work_dir)) in prepared.enumerate() {
         let stream = opts.lines.clone().map(|f| {
             let (r, i) = (role.clone(), id.clone());
             Box::new(move |l: &str| f(&r, &i, l)) as crate::jobs::runner::LineStream
         });
         let log = JobLog::new(Some(&work_dir.join("output.yaml")), stream);
-        let cancel = opts.cancel.child_token();
+        let cancel = group_cancel.child_token();
         let (env, setup) = board.parts();
         env.multinode = Some(factory.clone());
         let req = JobRequest {
@@ -287,6 +307,7 @@ pub async fn run_group(
         names.push(format!("{role} (job {id}) on {device}"));
         let span = tracing::info_span!("subjob", role = %role, id = %id, device = %device);
         let tx = tx.clone();
+        let hold = Arc::clone(&reserved);
         tokio::spawn(
             async move {
                 let report = match &board {
@@ -294,6 +315,7 @@ pub async fn run_group(
                     Board::Daemon { env, .. } => run_job(env, req).await,
                 };
                 board.stop().await;
+                drop(hold);
                 let _ = tx.send((
                     i,
                     SubJobEnd {

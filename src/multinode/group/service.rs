@@ -8,7 +8,9 @@
 //! - reply: `{"ok": true, "job": BASE_ID, "group": true}`, or an error reply at once when the
 //!   submission is not a valid group or the inventory can never hold it;
 //! - `{"waiting": TEXT}` once if the group waits for busy boards;
-//! - `{"line": {"role": R, "job": ID, "line": LINE}}` for every log line of every sub-job;
+//! - `{"line": {"role": R, "job": ID, "line": LINE}}` for every log line of every sub-job (a
+//!   client that does not keep up loses lines, replaced per sub-job by a `labd: N log lines
+//!   dropped` warning line: [`crate::jobs::runner::reply_stream`]);
 //! - last `{"end": [SubJobSummary...]}` (in sub_id order), or `{"error": TEXT}` when the group
 //!   could not start (a board's console not running...).
 //!
@@ -20,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::print::SubJobSummary;
@@ -29,8 +30,9 @@ use super::run::{GroupOptions, check_group, is_group_text, run_group};
 use crate::control::{Conn, ControlError, Request};
 use crate::jobs::log::LogValue;
 use crate::jobs::runner::RunEnv;
+use crate::jobs::runner::reply_stream::{ReplyStream, dropped_log_line};
 use crate::jobs::runner::service::{
-    RunJobRequest, cancel_on_hangup, is_safe_id, local_job_id, send_request, write_msg,
+    RunJobRequest, cancel_on_hangup, is_safe_id, local_job_id, send_request,
 };
 use crate::jobs::runner::summary::results_of;
 
@@ -102,49 +104,39 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
     {
         return;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GroupMsg>();
+    let (rd, wr) = conn.stream.into_split();
     let cancel = CancellationToken::new();
+    let jobs_dir = inv.worker.state_dir.join("jobs");
+    let gone = cancel.clone();
+    // The client not reading never slows the sub-jobs (lines are dropped, then counted per
+    // sub-job); the client going away (EOF or error on its side) cancels the group.
+    let stream = ReplyStream::start(
+        wr,
+        Box::new(move |first, n| dropped_marker(&jobs_dir, first, n)),
+        same_sub_job,
+        move || gone.cancel(),
+    );
     let mut opts = GroupOptions::new(id);
     opts.daemon = Some(env);
     opts.reservations = reservations;
     opts.patience = Some(body.wait_timeout().unwrap_or(DAEMON_PATIENCE));
     opts.cancel = cancel.clone();
-    let t = tx.clone();
+    let lines = stream.lines();
     opts.lines = Some(Arc::new(move |role: &str, job: &str, line: &str| {
-        let _ = t.send(GroupMsg::Line(SubLine {
+        lines.send(GroupMsg::Line(SubLine {
             role: role.into(),
             job: job.into(),
             line: line.into(),
         }));
     }));
-    let t = tx.clone();
+    let notice = stream.control();
     opts.on_wait = Some(Arc::new(move |detail: &str| {
-        let _ = t.send(GroupMsg::Waiting(detail.into()));
+        notice(GroupMsg::Waiting(detail.into()))
     }));
-    drop(tx);
     let definition = body.definition;
-    let mut runner = tokio::spawn(async move { run_group(inv, &definition, opts).await });
-    let (rd, mut wr) = conn.stream.into_split();
-    // The client going away (EOF or error on its side) cancels the group.
+    let runner = tokio::spawn(async move { run_group(inv, &definition, opts).await });
     let watcher = cancel_on_hangup(rd, cancel.clone());
-    let mut gone = false;
-    let finished = loop {
-        tokio::select! {
-            Some(msg) = rx.recv() => {
-                if !gone && write_msg(&mut wr, &msg).await.is_err() {
-                    gone = true;
-                    cancel.cancel();
-                }
-            }
-            r = &mut runner => break r,
-        }
-    };
-    while let Ok(msg) = rx.try_recv() {
-        if !gone && write_msg(&mut wr, &msg).await.is_err() {
-            gone = true;
-        }
-    }
-    let last = match finished {
+    let last = match runner.await {
         Ok(Ok(ends)) => GroupMsg::End(ends.iter().map(SubJobSummary::from).collect()),
         Ok(Err(e)) => GroupMsg::Error(e.to_string()),
         Err(e) => {
@@ -152,11 +144,31 @@ pub async fn serve(env: RunEnv, reservations: Reservations, req: Request, mut co
             GroupMsg::Error(format!("the group's task failed: {e}"))
         }
     };
-    if !gone {
-        let _ = write_msg(&mut wr, &last).await;
-        let _ = wr.shutdown().await;
-    }
+    stream.finish(Some(last)).await;
     watcher.abort();
+}
+
+/// Drops are counted per sub-job.
+fn same_sub_job(a: &GroupMsg, b: &GroupMsg) -> bool {
+    match (a, b) {
+        (GroupMsg::Line(a), GroupMsg::Line(b)) => a.job == b.job,
+        _ => false,
+    }
+}
+
+/// The line standing for `n` dropped lines of `first`'s sub-job, whose log is
+/// `<jobs_dir>/<job>/output.yaml`.
+fn dropped_marker(jobs_dir: &Path, first: &GroupMsg, n: u64) -> GroupMsg {
+    let (role, job) = match first {
+        GroupMsg::Line(s) => (s.role.clone(), s.job.clone()),
+        _ => (String::from("*"), String::new()),
+    };
+    let file = jobs_dir.join(&job).join("output.yaml");
+    GroupMsg::Line(SubLine {
+        line: dropped_log_line(n, &file),
+        role,
+        job,
+    })
 }
 
 /// The client side: sends the submission to the daemon at `socket`, calls `on_line(role, id,

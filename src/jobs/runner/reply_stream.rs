@@ -17,8 +17,9 @@ use super::service::write_msg;
 /// Log lines queued for a client that does not read (per stream).
 pub const QUEUE_LINES: usize = 4096;
 
-/// How long a client may take to read the rest of the stream once the job is over.
-pub const END_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a client may take to read the rest of the stream once the job is over (long
+/// enough for a pager left open a while; the queue is bounded, so waiting costs little).
+pub const END_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The marker line of a drop: `n` lines lost from the log kept at `log_file`.
 pub fn dropped_text(n: u64, log_file: &std::path::Path) -> String {

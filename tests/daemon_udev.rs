@@ -221,6 +221,16 @@ const INNER: &str = "LABD_DAEMON_UDEV_INNER";
 
 #[test]
 fn console_survives_udev_replug_races() {
+    in_udev_sandbox("inner_console_survives_udev_replug_races");
+}
+
+#[test]
+fn console_never_opens_another_adapter_on_its_old_node() {
+    in_udev_sandbox("inner_console_never_opens_another_adapter_on_its_old_node");
+}
+
+/// Runs the inner test `inner` in a udev sandbox with the inventory's rules installed.
+fn in_udev_sandbox(inner: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let sys = labd_hw_fixtures::simudev::SimSysfs::create(tmp.path().join("sys")).unwrap();
     let rules = tmp.path().join("rules.d");
@@ -245,7 +255,7 @@ fn console_survives_udev_replug_races() {
     sandbox.udev_control = true;
     sandbox.net_namespace = true;
     let cmd = format!(
-        "{INNER}={} {} --exact inner_console_survives_udev_replug_races --nocapture --test-threads=1",
+        "{INNER}={} {} --exact {inner} --nocapture --test-threads=1",
         tmp.path().display(),
         std::env::current_exe().unwrap().display()
     );
@@ -318,15 +328,27 @@ fn plug_as_pty(
     n: u32,
     devnum: u32,
 ) -> String {
+    plug_adapter_as_pty(sys, board, "A10K6L1B", "1-2", n, devnum)
+}
+
+/// Like [`plug_as_pty`] for an FT232R with serial `serial` at USB port `port`.
+fn plug_adapter_as_pty(
+    sys: &labd_hw_fixtures::simudev::SimSysfs,
+    board: &SimBoard,
+    serial: &str,
+    port: &str,
+    n: u32,
+    devnum: u32,
+) -> String {
     use std::os::unix::fs::MetadataExt;
     let pty = board.pty_path().unwrap();
     let rdev = std::fs::metadata(&pty).unwrap().rdev();
     let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
     let devpath = sys
         .plug(
-            &labd_hw_fixtures::simudev::UsbSerialAdapter::ft232r("A10K6L1B"),
+            &labd_hw_fixtures::simudev::UsbSerialAdapter::ft232r(serial),
             &labd_hw_fixtures::simudev::Placement {
-                port: "1-2".into(),
+                port: port.into(),
                 first_tty: n,
                 devnum,
             },
@@ -473,5 +495,120 @@ async fn inner_console_survives_udev_replug_races() {
         agent
             .log_text()
             .contains("adapter present: reopening the console now"),
+    );
+}
+
+/// A console that udev moved to `/dev/ttyUSB3` loses its adapter; the kernel then gives
+/// ttyUSB3 to another board's adapter. The console must not open it (it would journal the
+/// other board's output and send its job's input there): it waits for its own adapter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inner_console_never_opens_another_adapter_on_its_old_node() {
+    let Some(dir) = std::env::var_os(INNER) else {
+        return;
+    };
+    let d = std::path::PathBuf::from(dir);
+    sh(
+        "mkdir -p /dev/pts && mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts && ln -sf pts/ptmx /dev/ptmx",
+    );
+    let sys = labd_hw_fixtures::simudev::SimSysfs::open("/sys");
+    let udevd = Udevd {
+        b: labd_hw_fixtures::simudev::UdevBroadcaster::new().unwrap(),
+    };
+    let board = SimBoard::spawn("u1", &d, BoardScript::silent()).unwrap();
+    board.power_on();
+    let tty0 = plug_as_pty(&sys, &board, 0, 5);
+    udevd.add(&tty0, 100, false);
+    let inv = std::fs::read_to_string(d.join("inventory.toml")).unwrap();
+    let agent = start_agent(&d, &inv, &[]).await;
+    let op = Operator::attach(&agent, "u1").await;
+    wait_until(T, "console open", || {
+        agent.log_text().contains("console open")
+    })
+    .await;
+    let say = |b: &SimBoard, text: &str| {
+        let line = format!("{text}\r\n");
+        assert_eq!(b.write_raw(line.as_bytes()), line.len());
+    };
+    // Unplugs u1's adapter as udevd would: node and link gone, `remove` broadcast.
+    let unplug = |devpath: &str, node: &str, seq: u64| {
+        let props = udevd.info(devpath);
+        let since = Instant::now();
+        board.unplug();
+        sys.unplug("1-2").unwrap();
+        std::fs::remove_file(node).unwrap();
+        let _ = std::fs::remove_file("/dev/lab/u1");
+        udevd.remove(&props, seq);
+        since
+    };
+
+    // 1. Replugged on ttyUSB3: udev's node is opened directly.
+    let since = unplug(&tty0, "/dev/ttyUSB0", 101);
+    op.wait_kind(FrameKind::Lost, since, T).await;
+    board.replug().unwrap();
+    let tty3 = plug_as_pty(&sys, &board, 3, 6);
+    let replugged = Instant::now();
+    udevd.add(&tty3, 110, true);
+    let back = op.wait_kind(FrameKind::Back, replugged, T).await;
+    let st = agent.status().await;
+    assert!(
+        st["consoles"][0]["opened"]
+            .as_str()
+            .is_some_and(|o| o.contains("/dev/ttyUSB3")),
+        "{st}"
+    );
+    say(&board, "u1 on ttyUSB3");
+    op.wait_for(b"u1 on ttyUSB3\r\n", back.at, T).await;
+
+    // 2. Unplugged; another board's adapter (not in the inventory) gets ttyUSB3 and prints.
+    let since = unplug(&tty3, "/dev/ttyUSB3", 120);
+    let lost = op.wait_kind(FrameKind::Lost, since, T).await;
+    let other = SimBoard::spawn("other", &d, BoardScript::silent()).unwrap();
+    other.power_on();
+    let other_tty = plug_adapter_as_pty(&sys, &other, "B20X9Q7Z", "1-3", 3, 7);
+    udevd.add(&other_tty, 130, true);
+    // Past the console's longest backoff (5 s) twice over.
+    let until = Instant::now() + Duration::from_secs(11);
+    while Instant::now() < until {
+        say(&other, "other board");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = agent.status().await;
+    assert_eq!(st["consoles"][0]["online"], false, "{st}");
+    assert!(
+        !contains(&op.data_since(lost.at), b"other board"),
+        "u1's console opened the other board's adapter"
+    );
+    assert_eq!(
+        op.frames()
+            .iter()
+            .filter(|f| f.kind == FrameKind::Back && f.at > lost.at)
+            .count(),
+        0
+    );
+
+    // 3. u1's adapter comes back (on ttyUSB4): the console follows it.
+    board.replug().unwrap();
+    let tty4 = plug_as_pty(&sys, &board, 4, 8);
+    let replugged = Instant::now();
+    udevd.add(&tty4, 140, true);
+    let back = op.wait_kind(FrameKind::Back, replugged, T).await;
+    assert!(back.at - replugged < Duration::from_millis(1500));
+    say(&board, "u1 on ttyUSB4");
+    op.wait_for(b"u1 on ttyUSB4\r\n", back.at, T).await;
+    let journal = JournalReader::open(
+        &d.join("state").join("journal"),
+        &DeviceName::new("u1").unwrap(),
+        None,
+    )
+    .poll()
+    .unwrap();
+    let output: Vec<u8> = journal
+        .iter()
+        .filter(|r| r.kind == RecordKind::Output)
+        .flat_map(|r| r.data.clone())
+        .collect();
+    assert!(
+        !contains(&output, b"other board"),
+        "journal has the other board's output"
     );
 }

@@ -265,6 +265,13 @@ impl ConsoleHandle {
         })
     }
 
+    /// Discovery saw the adapter removed: the node it handed over with
+    /// [`reopen_now`](Self::reopen_now) is forgotten (the kernel may give that name to
+    /// another board's adapter); the configured path is retried until the adapter is back.
+    pub fn adapter_gone(&self) -> Result<(), ConsoleError> {
+        self.send(Command::AdapterGone)
+    }
+
     /// Replaces the source (inventory reload); subscribers stay attached.
     pub fn reconfigure(&self, source: Arc<dyn ConsoleSource>) -> Result<(), ConsoleError> {
         self.send(Command::Reconfigure { source })

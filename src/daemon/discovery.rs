@@ -5,7 +5,9 @@
 //!
 //! - tty consoles: udev gives the new device node (`/dev/ttyUSB4`), which is opened directly
 //!   (the link may still point at the old node for a moment); path watching re-opens the
-//!   configured path.
+//!   configured path. When the adapter goes away the console forgets that node (the kernel
+//!   hands the name to the next adapter plugged in, maybe another board's) and retries the
+//!   configured path until udev announces the adapter again.
 //! - ser2net consoles whose tty is on this machine (`[device.ser2net]` or `[device.usb]`):
 //!   reconnect now, so ser2net opens the device again.
 //!
@@ -70,11 +72,19 @@ fn service_error(message: String) -> DaemonError {
 /// where a console already online is left alone.
 async fn apply(services: &Services, change: &NodeChange, initial: bool) {
     let dev = change.device.as_str();
-    let Some(node) = &change.node else {
-        tracing::info!(device = dev, "adapter gone");
+    let Some(console) = services.consoles.get(dev) else {
+        if change.node.is_none() {
+            tracing::info!(device = dev, "adapter gone");
+        }
         return;
     };
-    let Some(console) = services.consoles.get(dev) else {
+    let Some(node) = &change.node else {
+        tracing::info!(device = dev, "adapter gone");
+        // The kernel may give its node to the next adapter plugged in: the console must not
+        // open it again.
+        if let Err(e) = console.adapter_gone() {
+            tracing::debug!(device = dev, error = %e, "adapter-gone notice not delivered");
+        }
         return;
     };
     let inv = services.inventory();

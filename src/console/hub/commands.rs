@@ -67,6 +67,11 @@ impl Hub {
                 self.reconfigured(source);
                 Some(self.reopen("reopening with the new configuration".into()))
             }
+            Command::AdapterGone => {
+                // The link hangs up on its own when the adapter is really gone.
+                self.forget_node();
+                None
+            }
             other => {
                 self.handle_common(other, Some(on));
                 None
@@ -202,7 +207,7 @@ impl Hub {
             }
             Command::Note { text } => self.journal.marker(&text),
             // Handled by the online/offline loops.
-            Command::Reopen { .. } | Command::Reconfigure { .. } => {}
+            Command::Reopen { .. } | Command::Reconfigure { .. } | Command::AdapterGone => {}
         }
     }
 }

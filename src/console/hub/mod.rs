@@ -73,6 +73,9 @@ pub(crate) enum Command {
         /// that lost the race to the console's own retry must not drop the fresh link.
         unless_open_on: Option<PathBuf>,
     },
+    /// Discovery saw the adapter go away: a node it handed over earlier may be given to
+    /// another adapter by the kernel, so it is never opened again.
+    AdapterGone,
     Reconfigure {
         source: Arc<dyn ConsoleSource>,
     },
@@ -264,6 +267,12 @@ impl Hub {
                         opening = None;
                         off.next_try = Instant::now();
                     }
+                    Some(Command::AdapterGone) => {
+                        if self.forget_node() {
+                            // An open of the old node may be under way: drop it.
+                            opening = None;
+                        }
+                    }
                     Some(cmd) => self.handle_common(cmd, None),
                     None => return Next::Stop,
                 },
@@ -334,8 +343,24 @@ impl Hub {
         }
     }
 
+    /// Forgets the node handed over by discovery; the configured path is opened from now on
+    /// until discovery hands over a new one. Returns whether there was one.
+    pub(crate) fn forget_node(&mut self) -> bool {
+        match self.path_override.take() {
+            Some(p) => {
+                tracing::info!(node = %p.display(), "adapter gone: its node will not be reopened");
+                true
+            }
+            None => false,
+        }
+    }
+
     fn lost(&mut self, reason: String) -> Next {
         tracing::warn!(%reason, "console lost; will reopen");
+        // A kernel node (`/dev/ttyUSB3`) names whichever adapter the kernel enumerates there
+        // next, maybe another board's: retry the configured (stable) path until discovery
+        // announces where this adapter is.
+        self.forget_node();
         self.journal.marker(&format!("console lost: {reason}"));
         self.metrics.online.set(0);
         self.status.send_modify(|s| {

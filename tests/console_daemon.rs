@@ -449,6 +449,78 @@ async fn telnet_listener_speaks_like_ser2net_and_survives_replug() {
     drop(agent);
 }
 
+/// The agent's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnet_client_flooding_requests_without_reading_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp();
+    let board = SimBoard::spawn("d1", dir.path(), BoardScript::silent()).unwrap();
+    board.power_on();
+    let port = labd_hw_fixtures::free_tcp_port();
+    let inv = inventory(
+        &dir.path().join("state"),
+        &[("d1", board.tty_path(), Some(port))],
+    );
+    let agent = Agent::start(dir.path(), &inv).await;
+    let before = rss_kib(agent.child.id());
+    // `IAC WILL 200` over and over (each answered with `IAC DONT 200`), never reading.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let chunk: Vec<u8> = [0xffu8, 0xfb, 200].repeat(10_000);
+    let limit: usize = 256 << 20;
+    let mut sent = 0usize;
+    let outcome = tokio::time::timeout(Duration::from_secs(40), async {
+        while sent < limit {
+            match s.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    })
+    .await;
+    let after = rss_kib(agent.child.id());
+    eprintln!("sent {} MiB; agent RSS {before} -> {after} KiB", sent >> 20);
+    assert!(
+        matches!(outcome, Ok(Some(_))),
+        "not disconnected after {} MiB of requests",
+        sent >> 20
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("sends negotiation requests without reading the answers"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    // The listener still serves others.
+    let mut t = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 18];
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(T, t.read_exact(&mut greeting))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(greeting, labd::console::telnet::SER2NET_GREETING);
+    t.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_keeps_unchanged_consoles_and_their_sessions() {
     let dir = temp();

@@ -8,6 +8,8 @@
 //! behind gets one `[labd: N bytes missed]` line.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -24,6 +26,11 @@ use crate::ids::ClientId;
 
 /// A client whose socket accepts nothing for this long is disconnected.
 const WRITE_STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Negotiation answers and notices waiting for the writer. A client that keeps sending
+/// requests (`IAC WILL 200`, each answered with `IAC DONT 200`) and never reads would
+/// otherwise grow the queue for as long as the writer waits on its socket.
+const CTL_QUEUE_LIMIT: usize = 64 * 1024;
 
 /// A running listener; dropping it stops accepting and disconnects its clients.
 pub struct TelnetListener {
@@ -113,6 +120,13 @@ async fn serve_client(
     let (mut rd, mut wr) = stream.into_split();
     // Wire bytes the reader side needs sent (negotiation answers, notices).
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<BytesMut>();
+    // Bytes in `ctl_tx` not yet taken by the writer, bounded by CTL_QUEUE_LIMIT.
+    let ctl_queued = Arc::new(AtomicUsize::new(0));
+    let ctl_taken = ctl_queued.clone();
+    let ctl = CtlQueue {
+        tx: ctl_tx,
+        queued: ctl_queued,
+    };
     let writer_cancel = cancel.clone();
     let writer = async move {
         let mut sub = sub;
@@ -132,7 +146,10 @@ async fn serve_client(
             tokio::select! {
                 _ = writer_cancel.cancelled() => return,
                 ctl = ctl_rx.recv() => match ctl {
-                    Some(b) => out.extend_from_slice(&b),
+                    Some(b) => {
+                        ctl_taken.fetch_sub(b.len(), Ordering::Relaxed);
+                        out.extend_from_slice(&b);
+                    }
                     None => return,
                 },
                 ev = sub.recv() => match ev {
@@ -177,7 +194,7 @@ async fn serve_client(
                     _ => {}
                 }
             }
-            if !answers.is_empty() && ctl_tx.send(answers).is_err() {
+            if !answers.is_empty() && !ctl.send(answers) {
                 return;
             }
             if data.is_empty() {
@@ -193,7 +210,9 @@ async fn serve_client(
                         note.extend_from_slice(
                             format!("\r\n[labd: {e}; input ignored]\r\n").as_bytes(),
                         );
-                        let _ = ctl_tx.send(note);
+                        if !ctl.send(note) {
+                            return;
+                        }
                     }
                 }
                 Err(e) => {
@@ -208,6 +227,29 @@ async fn serve_client(
         _ = cancel.cancelled() => {}
     }
     tracing::info!("telnet client disconnected");
+}
+
+/// The reader's side of the queue of wire bytes for the writer.
+struct CtlQueue {
+    tx: mpsc::UnboundedSender<BytesMut>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl CtlQueue {
+    /// Queues `b`; false when the client must be disconnected (the writer is gone, or the
+    /// client sent requests faster than it read the answers, past CTL_QUEUE_LIMIT).
+    fn send(&self, b: BytesMut) -> bool {
+        let n = b.len();
+        if self.queued.load(Ordering::Relaxed) + n > CTL_QUEUE_LIMIT {
+            tracing::warn!(
+                limit = CTL_QUEUE_LIMIT,
+                "telnet client sends negotiation requests without reading the answers; disconnecting it"
+            );
+            return false;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.tx.send(b).is_ok()
+    }
 }
 
 fn encode_event(ev: ConsoleEvent, out: &mut BytesMut) {

@@ -521,6 +521,150 @@ async fn telnet_client_flooding_requests_without_reading_is_disconnected() {
     t.shutdown().await.unwrap();
 }
 
+/// Connects to the telnet port and checks that what `board` prints arrives there.
+async fn telnet_serves(port: u16, board: &SimBoard, text: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("port {port}: {e}"));
+    let mut greeting = [0u8; 18];
+    tokio::time::timeout(T, s.read_exact(&mut greeting))
+        .await
+        .unwrap()
+        .unwrap();
+    // (The greeting is written once the client is subscribed.)
+    board.write_raw(text.as_bytes());
+    let mut got = Vec::new();
+    while !contains(&got, text.as_bytes()) {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("port {port} did not get {text:?}: {got:?}"))
+            .unwrap();
+        assert!(n > 0, "port {port} closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Waits until the status shows these telnet addresses (device, port; `None`: not listening).
+async fn wait_listen(agent: &Agent, want: &[(&str, Option<u16>)]) -> labd::control::StatusReply {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = agent.status().await;
+        let ok = want.iter().all(|(d, p)| {
+            st.consoles
+                .iter()
+                .any(|c| c.device.as_str() == *d && c.listen == p.map(|p| format!("127.0.0.1:{p}")))
+        });
+        if ok {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wanted {want:?}: {:?}",
+            st.consoles
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_moves_telnet_ports_between_devices() {
+    let dir = temp();
+    let a = SimBoard::spawn("pa", dir.path(), BoardScript::silent()).unwrap();
+    let b = SimBoard::spawn("pb", dir.path(), BoardScript::silent()).unwrap();
+    let c = SimBoard::spawn("pc", dir.path(), BoardScript::silent()).unwrap();
+    for x in [&a, &b, &c] {
+        x.power_on();
+    }
+    let state = dir.path().join("state");
+    let (p1, p2) = (
+        labd_hw_fixtures::free_tcp_port(),
+        labd_hw_fixtures::free_tcp_port(),
+    );
+    let inv = inventory(
+        &state,
+        &[
+            ("pa", a.tty_path(), Some(p1)),
+            ("pb", b.tty_path(), Some(p2)),
+        ],
+    );
+    let agent = Agent::start(dir.path(), &inv).await;
+    wait_listen(&agent, &[("pa", Some(p1)), ("pb", Some(p2))]).await;
+    eventually(T, "both online", || {
+        agent.log_text().matches("console open").count() >= 2
+    })
+    .await;
+    telnet_serves(p1, &a, "a on p1").await;
+    telnet_serves(p2, &b, "b on p2").await;
+
+    // The two devices swap ports.
+    let swapped = inventory(
+        &state,
+        &[
+            ("pa", a.tty_path(), Some(p2)),
+            ("pb", b.tty_path(), Some(p1)),
+        ],
+    );
+    std::fs::write(&agent.inventory, swapped).unwrap();
+    agent.signal(Signal::SIGHUP);
+    wait_listen(&agent, &[("pa", Some(p2)), ("pb", Some(p1))]).await;
+    telnet_serves(p2, &a, "a on p2").await;
+    telnet_serves(p1, &b, "b on p1").await;
+
+    // pb is renamed pc (on another board) and keeps port p1.
+    let renamed = inventory(
+        &state,
+        &[
+            ("pa", a.tty_path(), Some(p2)),
+            ("pc", c.tty_path(), Some(p1)),
+        ],
+    );
+    std::fs::write(&agent.inventory, renamed).unwrap();
+    agent.signal(Signal::SIGHUP);
+    wait_listen(&agent, &[("pa", Some(p2)), ("pc", Some(p1))]).await;
+    eventually(T, "pc online", || {
+        agent.log_text().matches("console open").count() >= 3
+    })
+    .await;
+    telnet_serves(p1, &c, "c on p1").await;
+    telnet_serves(p2, &a, "a still on p2").await;
+
+    // A port taken by another program: status says why; the next reload binds it once free.
+    let p3 = labd_hw_fixtures::free_tcp_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", p3)).unwrap();
+    let taken = inventory(
+        &state,
+        &[
+            ("pa", a.tty_path(), Some(p3)),
+            ("pc", c.tty_path(), Some(p1)),
+        ],
+    );
+    std::fs::write(&agent.inventory, &taken).unwrap();
+    agent.signal(Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = agent.status().await;
+        let pa = st
+            .consoles
+            .iter()
+            .find(|c| c.device.as_str() == "pa")
+            .unwrap();
+        if let Some(e) = &pa.listen_error {
+            assert!(e.contains(&p3.to_string()), "{e}");
+            assert_eq!(pa.listen, None);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", st.consoles);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(squatter);
+    agent.signal(Signal::SIGHUP);
+    let st = wait_listen(&agent, &[("pa", Some(p3)), ("pc", Some(p1))]).await;
+    assert!(st.consoles.iter().all(|c| c.listen_error.is_none()));
+    telnet_serves(p3, &a, "a on p3").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_keeps_unchanged_consoles_and_their_sessions() {
     let dir = temp();

@@ -95,6 +95,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(l) = &c.listen {
             println!("    telnet:   {l}");
         }
+        if let Some(e) = &c.listen_error {
+            println!("    telnet:   not listening: {e}");
+        }
         if let Some(n) = discovery
             .get("devices")
             .and_then(|d| d.get(c.device.as_str()))

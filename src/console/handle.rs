@@ -64,6 +64,7 @@ impl Console {
             bytes_out: 0,
             reconnects: 0,
             listen: None,
+            listen_error: None,
         });
         metrics.online.set(0);
         let cancel = CancellationToken::new();

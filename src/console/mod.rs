@@ -121,6 +121,10 @@ pub struct ConsoleStatus {
     pub reconnects: u64,
     /// The telnet listener's address, if one runs.
     pub listen: Option<String>,
+    /// Why the configured telnet listener does not run (the port was taken...); retried on
+    /// the next reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_error: Option<String>,
 }
 
 /// Everything needed to start one console.

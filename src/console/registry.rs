@@ -21,6 +21,7 @@ pub enum RegistryChange {
 struct Entry {
     handle: ConsoleHandle,
     listen: Option<SocketAddr>,
+    listen_error: Option<String>,
 }
 
 /// Running consoles by device. The daemon's console service fills it; anyone may look up.
@@ -74,6 +75,7 @@ impl ConsoleRegistry {
             .map(|e| {
                 let mut s = e.handle.status();
                 s.listen = e.listen.map(|a| a.to_string());
+                s.listen_error = e.listen_error.clone();
                 s
             })
             .collect()
@@ -88,17 +90,31 @@ impl ConsoleRegistry {
         let name = handle.device().clone();
         let replaced = self
             .write()
-            .insert(name.clone(), Entry { handle, listen })
+            .insert(
+                name.clone(),
+                Entry {
+                    handle,
+                    listen,
+                    listen_error: None,
+                },
+            )
             .is_some();
         if !replaced {
             let _ = self.changes.send(RegistryChange::Added(name));
         }
     }
 
-    /// Updates the telnet listener address shown for `device`.
-    pub fn set_listen(&self, device: &DeviceName, listen: Option<SocketAddr>) {
+    /// Updates the telnet listener address shown for `device`, and why the configured one
+    /// does not run.
+    pub fn set_listen(
+        &self,
+        device: &DeviceName,
+        listen: Option<SocketAddr>,
+        error: Option<String>,
+    ) {
         if let Some(e) = self.write().get_mut(device) {
             e.listen = listen;
+            e.listen_error = error;
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! On reload, an unchanged device keeps its console, its journal and its attached clients; a
 //! changed source is swapped in place (clients stay attached, the journal says so); a changed
-//! listener is rebound; added devices start, removed ones stop.
+//! listener is rebound; added devices start, removed ones stop. Removed devices and moved
+//! listeners are stopped before anything binds (a port can pass from one device to another),
+//! and a listener that could not bind is retried on the next reload.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +70,7 @@ struct Key {
 struct Entry {
     console: Console,
     key: Key,
+    /// The configured address; `listener` is `None` when it could not be bound.
     listen: Option<SocketAddr>,
     listener: Option<TelnetListener>,
 }
@@ -96,13 +99,40 @@ fn wanted(inv: &Inventory, dev: &DeviceConfig) -> Option<(Key, Option<SocketAddr
 
 impl ConsoleSet {
     async fn apply(&mut self, inv: &Inventory) {
-        let mut keep = Vec::new();
-        for dev in &inv.devices {
-            let name = dev.name().clone();
-            let Some((key, listen)) = wanted(inv, dev) else {
-                continue;
-            };
-            keep.push(name.clone());
+        let wanted: Vec<(DeviceName, Key, Option<SocketAddr>)> = inv
+            .devices
+            .iter()
+            .filter_map(|dev| wanted(inv, dev).map(|(k, l)| (dev.name().clone(), k, l)))
+            .collect();
+        // Removed devices stop first and listeners that move close before anything binds,
+        // so a renamed device keeping its port, or two devices swapping ports, can bind.
+        let gone: Vec<DeviceName> = self
+            .entries
+            .keys()
+            .filter(|n| !wanted.iter().any(|(w, _, _)| w == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(e) = self.entries.remove(&name) {
+                tracing::info!(device = %name, "console removed by reload");
+                self.services.consoles.remove(&name);
+                stop_entry(e).await;
+                ConsoleMetrics::remove(&name);
+            }
+        }
+        let mut rebind = Vec::new();
+        for (name, _, listen) in &wanted {
+            if let Some(e) = self.entries.get_mut(name) {
+                // A listener that could not bind is retried on every reload.
+                if e.listen != *listen || (listen.is_some() && e.listener.is_none()) {
+                    if let Some(l) = e.listener.take() {
+                        l.stop().await;
+                    }
+                    rebind.push(name.clone());
+                }
+            }
+        }
+        for (name, key, listen) in wanted {
             match self.entries.get_mut(&name) {
                 Some(e) => {
                     if e.key != key {
@@ -111,15 +141,15 @@ impl ConsoleSet {
                         let _ = e.console.handle().reconfigure(source);
                         e.key = key;
                     }
-                    if e.listen != listen {
-                        if let Some(l) = e.listener.take() {
-                            l.stop().await;
-                        }
-                        e.listener = bind(&name, listen, &e.console).await;
+                    if rebind.contains(&name) {
+                        let (listener, error) = bind(&name, listen, &e.console).await;
+                        e.listener = listener;
                         e.listen = listen;
-                        self.services
-                            .consoles
-                            .set_listen(&name, e.listener.as_ref().map(|l| l.local_addr()));
+                        self.services.consoles.set_listen(
+                            &name,
+                            e.listener.as_ref().map(|l| l.local_addr()),
+                            error,
+                        );
                     }
                 }
                 None => {
@@ -131,11 +161,14 @@ impl ConsoleSet {
                             continue;
                         }
                     };
-                    let listener = bind(&name, listen, &console).await;
+                    let (listener, error) = bind(&name, listen, &console).await;
                     self.services.consoles.insert(
                         console.handle().clone(),
                         listener.as_ref().map(|l| l.local_addr()),
                     );
+                    if error.is_some() {
+                        self.services.consoles.set_listen(&name, None, error);
+                    }
                     self.entries.insert(
                         name,
                         Entry {
@@ -146,20 +179,6 @@ impl ConsoleSet {
                         },
                     );
                 }
-            }
-        }
-        let gone: Vec<DeviceName> = self
-            .entries
-            .keys()
-            .filter(|n| !keep.contains(n))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(e) = self.entries.remove(&name) {
-                tracing::info!(device = %name, "console removed by reload");
-                self.services.consoles.remove(&name);
-                stop_entry(e).await;
-                ConsoleMetrics::remove(&name);
             }
         }
     }
@@ -182,17 +201,21 @@ async fn stop_entry(e: Entry) {
     e.console.stop().await;
 }
 
+/// Binds the configured telnet listener; on failure, why (shown in status, retried on the
+/// next reload).
 async fn bind(
     name: &DeviceName,
     listen: Option<SocketAddr>,
     console: &Console,
-) -> Option<TelnetListener> {
-    let addr = listen?;
+) -> (Option<TelnetListener>, Option<String>) {
+    let Some(addr) = listen else {
+        return (None, None);
+    };
     match TelnetListener::bind(addr, console.handle().clone()).await {
-        Ok(l) => Some(l),
+        Ok(l) => (Some(l), None),
         Err(e) => {
-            tracing::error!(device = %name, %addr, error = %e, "cannot open the telnet listener; the console runs without it");
-            None
+            tracing::error!(device = %name, %addr, error = %e, "cannot open the telnet listener; the console runs without it (retried on the next reload)");
+            (None, Some(format!("{addr}: {e}")))
         }
     }
 }

@@ -760,6 +760,139 @@ async fn reopen_now_moves_to_a_new_node_at_once() {
     console.stop().await;
 }
 
+/// Collects what the console delivers for `d` (data and events), for checking what must not
+/// happen.
+async fn quiet_for(
+    sub: &mut labd::console::Subscription,
+    d: Duration,
+) -> (Vec<u8>, Vec<ConsoleEvent>) {
+    let mut data = Vec::new();
+    let mut other = Vec::new();
+    let deadline = tokio::time::Instant::now() + d;
+    while let Ok(ev) = tokio::time::timeout_at(deadline, sub.recv()).await {
+        match ev {
+            Some(ConsoleEvent::Data(b)) => data.extend_from_slice(&b),
+            Some(ev) => other.push(ev),
+            None => panic!("console stopped"),
+        }
+    }
+    (data, other)
+}
+
+/// A kernel node handed over by udev (`reopen_now(Some(node))`) names whichever adapter the
+/// kernel enumerates there next: after the link is lost, or after discovery reports the
+/// adapter gone, the console never opens it again; it retries its configured (stable) path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udev_node_is_not_reopened_after_its_adapter_went_away() {
+    let dir = temp();
+    let a = SimBoard::spawn("a", dir.path(), BoardScript::silent()).unwrap();
+    let b = SimBoard::spawn("b", dir.path(), BoardScript::silent()).unwrap();
+    a.power_on();
+    b.power_on();
+    let stable = dir.path().join("by-id-a");
+    let node = dir.path().join("ttyUSB3");
+    let relink = |link: &std::path::Path, to: &std::path::Path| {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(to, link).unwrap();
+    };
+    relink(&stable, &a.pty_path().unwrap());
+    let mut spec = labd::console::ConsoleSpec::new(Arc::new(TtySource::new(
+        stable.clone(),
+        LineSettings::default(),
+    )));
+    spec.reconnect.initial = Duration::from_millis(100);
+    spec.reconnect.max = Duration::from_millis(300);
+    let ctx = labd::console::ConsoleContext {
+        journal_dir: dir.path().join("journal"),
+        journal: Default::default(),
+    };
+    let console = labd::console::Console::start(dev("a"), spec, &ctx).unwrap();
+    let h = console.handle().clone();
+    eventually(T, "online", || h.status().online).await;
+    let mut sub = h
+        .subscribe(SubscribeOptions::operator("op:x"))
+        .await
+        .unwrap();
+    let chatter = |board: &SimBoard, text: &'static str| {
+        let c = board.control();
+        std::thread::spawn(move || {
+            for _ in 0..15 {
+                c.write_raw(text.as_bytes());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // udev hands over ttyUSB3 (a's adapter): opened directly.
+    relink(&node, &a.pty_path().unwrap());
+    h.reopen_now(Some(node.clone())).await.unwrap();
+    wait_event(&mut sub, T, |e| matches!(e, ConsoleEvent::Back { .. })).await;
+    assert!(
+        h.status()
+            .opened
+            .unwrap()
+            .starts_with(&node.display().to_string())
+    );
+
+    // 1. a's adapter is unplugged (its by-id link goes); b's adapter becomes ttyUSB3.
+    let ac = a.control();
+    blocking(move || ac.unplug()).await;
+    std::fs::remove_file(&stable).unwrap();
+    wait_event(&mut sub, T, |e| matches!(e, ConsoleEvent::Lost { .. })).await;
+    relink(&node, &b.pty_path().unwrap());
+    let t = chatter(&b, "from b\r\n");
+    let (data, events) = quiet_for(&mut sub, Duration::from_millis(1500)).await;
+    t.join().unwrap();
+    assert!(
+        !contains(&data, b"from b"),
+        "opened b's adapter after a loss"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ConsoleEvent::Back { .. })),
+        "{events:?}"
+    );
+    assert!(!h.status().online);
+
+    // 2. udev announces a node that cannot be opened yet; then the adapter is reported gone
+    //    and another adapter gets that node.
+    let node5 = dir.path().join("ttyUSB5");
+    h.reopen_now(Some(node5.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.adapter_gone().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relink(&node5, &b.pty_path().unwrap());
+    let t = chatter(&b, "b again\r\n");
+    let (data, events) = quiet_for(&mut sub, Duration::from_millis(1500)).await;
+    t.join().unwrap();
+    assert!(
+        !contains(&data, b"b again"),
+        "opened b's adapter after adapter_gone"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ConsoleEvent::Back { .. })),
+        "{events:?}"
+    );
+
+    // 3. a's adapter is back: its stable link is what the console opens.
+    a.replug().unwrap();
+    relink(&stable, &a.pty_path().unwrap());
+    wait_event(&mut sub, T, |e| matches!(e, ConsoleEvent::Back { .. })).await;
+    assert!(
+        h.status()
+            .opened
+            .unwrap()
+            .starts_with(&stable.display().to_string())
+    );
+    a.write_raw(b"from a\r\n");
+    read_until(&mut sub, T, |d| contains(d, b"from a\r\n")).await;
+    assert!(b.input().is_empty());
+    console.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_rotates_under_a_running_console() {
     let dir = temp();

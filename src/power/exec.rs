@@ -1,6 +1,7 @@
 //! The generic layer under `PowerService`: one [`Unit`] per PDU (or per device whose power is
-//! LAVA-style commands) with its queue (a [`Lane`], shared across reloads), retries with backoff and jitter, per-attempt timeout,
-//! read-back verification, health and the last known state of its outlets. Drivers stay dumb.
+//! LAVA-style commands) with its queue (a [`Lane`], shared across reloads), retries with backoff
+//! and jitter, per-attempt timeout, read-back verification, health and the last known state of
+//! its outlets. Drivers stay dumb.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -314,16 +315,18 @@ impl Unit {
     }
 
     /// Runs one phase through this PDU's queue, with retries, timeouts and verification.
+    /// `key` is the outlet's identity (numbers by value: "08" is "8"), `target.outlet` the text
+    /// the driver gets.
     pub async fn run_phase(
         &self,
+        key: &str,
         target: &OutletTarget,
         name: &TargetName,
         op: &'static str,
         phase: Phase,
         sink: &Sink,
     ) -> Result<PhaseResult, PowerError> {
-        let key = target.outlet.clone();
-        let metrics = self.outlet_metrics(&key);
+        let metrics = self.outlet_metrics(key);
         let _queue = self.lane.queue.lock().await;
         let unhealthy = lock(&self.health).unhealthy;
         let attempts = if unhealthy {
@@ -348,7 +351,7 @@ impl Unit {
             match result {
                 Ok((state, verified)) => {
                     metrics.observe(started.elapsed());
-                    self.update_record(&key, |r| {
+                    self.update_record(key, |r| {
                         if state.is_some() {
                             r.state = state;
                         }
@@ -396,7 +399,7 @@ impl Unit {
         };
         metrics.observe(started.elapsed());
         let phase_changes_state = matches!(phase, Phase::Switch(_) | Phase::NativeReboot(_));
-        self.update_record(&key, |r| {
+        self.update_record(key, |r| {
             if phase_changes_state {
                 // It may or may not have switched: say so rather than keep a stale state.
                 r.state = None;

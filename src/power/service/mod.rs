@@ -416,6 +416,22 @@ impl PowerService {
             .iter()
             .find(|(_, e)| Arc::ptr_eq(&e.unit, &unit) && e.outlet == key)
             .map(|(d, e)| (d.clone(), e.reboot_delay));
+        // Only outlets the inventory knows: every outlet used gets state and metric series for
+        // good, so a caller must not create them at will (`port=<random>`).
+        let counted = match (unit.outlet_count, value.number()) {
+            (Some(max), Some(n)) => (1..=max).contains(&n),
+            _ => false,
+        };
+        if device.is_none() && !counted {
+            let why = match unit.outlet_count {
+                Some(max) => format!("not in 1..={max} (the PDU's `outlets`)"),
+                None => "no device uses it and the PDU has no `outlets` count".to_string(),
+            };
+            return Err(PowerError::BadOutlet {
+                target: name,
+                reason: format!("outlet {outlet:?} is not configured: {why}"),
+            });
+        }
         let delay = device.as_ref().and_then(|d| d.1);
         self.spawn(
             unit,
@@ -496,7 +512,14 @@ async fn run_op(
                 }
                 let on = req.op == PowerOp::On;
                 let r = unit
-                    .run_phase(&target, &name, req.op.as_str(), Phase::Switch(on), &sink)
+                    .run_phase(
+                        &key,
+                        &target,
+                        &name,
+                        req.op.as_str(),
+                        Phase::Switch(on),
+                        &sink,
+                    )
                     .await?;
                 attempts += r.attempts;
                 (r.state, r.verified)
@@ -505,19 +528,40 @@ async fn run_op(
                 let d = req.delay.unwrap_or(reboot_delay);
                 if unit.policy.native_reboot && unit.driver.can_reboot() {
                     let r = unit
-                        .run_phase(&target, &name, "reboot", Phase::NativeReboot(d), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot",
+                            Phase::NativeReboot(d),
+                            &sink,
+                        )
                         .await?;
                     attempts += r.attempts;
                     (r.state, r.verified)
                 } else {
                     let off = unit
-                        .run_phase(&target, &name, "reboot: off", Phase::Switch(false), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot: off",
+                            Phase::Switch(false),
+                            &sink,
+                        )
                         .await?;
                     attempts += off.attempts;
                     sink.line(format!("{name}: off for {}", humantime::format_duration(d)));
                     tokio::time::sleep(d).await;
                     let on = unit
-                        .run_phase(&target, &name, "reboot: on", Phase::Switch(true), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot: on",
+                            Phase::Switch(true),
+                            &sink,
+                        )
                         .await?;
                     attempts += on.attempts;
                     (on.state, off.verified && on.verified)
@@ -526,7 +570,7 @@ async fn run_op(
             PowerOp::Status => {
                 if unit.driver.can_read() {
                     let r = unit
-                        .run_phase(&target, &name, "status", Phase::Read, &sink)
+                        .run_phase(&key, &target, &name, "status", Phase::Read, &sink)
                         .await?;
                     attempts += r.attempts;
                     (r.state, true)

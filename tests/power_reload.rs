@@ -96,3 +96,37 @@ async fn an_old_reboot_cannot_turn_an_outlet_on_after_a_new_off() {
     );
     assert_eq!(sim1.overlaps(), 0);
 }
+
+#[tokio::test]
+async fn the_pool_keeps_unchanged_units_and_forgets_removed_pdus_once_unused() {
+    use labd::power::{PowerService, UnitPool};
+    let (sim1, sim2) = (SimPdu::new("sim1", 8), SimPdu::new("sim2", 1));
+    let build = |inv: &Inventory, pool: &UnitPool| {
+        PowerService::builder(inv)
+            .attach_sim(&PduName::new("sim1").unwrap(), sim1.clone())
+            .attach_sim(&PduName::new("sim2").unwrap(), sim2.clone())
+            .pool(pool)
+            .build()
+            .unwrap()
+    };
+    let pool = UnitPool::new();
+    let first = build(&inventory("", ""), &pool);
+    assert_eq!(pool.len(), 2);
+    first.power(&dev("b1"), PowerOp::On).await.unwrap();
+    // sim2 removed, sim1 unchanged: sim1 keeps its unit (its last known states).
+    let text = "[worker]\nname = \"w\"\nstate_dir = \"/tmp/labd-test\"\n[power]\nreboot_delay = \"400ms\"\n\
+                [[pdu]]\nname = \"sim1\"\ndriver = \"sim\"\nretries = 0\ntimeout = \"5s\"\n\n\
+                [[device]]\nname = \"b1\"\ndevice_type = \"t\"\n[device.power]\npdu = \"sim1\"\noutlet = 1\n\
+                [[device]]\nname = \"b2\"\ndevice_type = \"t\"\n[device.power]\npdu = \"sim1\"\noutlet = 2\n";
+    let second = build(
+        &Inventory::parse(Path::new("inv.toml"), text).unwrap(),
+        &pool,
+    );
+    assert_eq!(
+        second.device_status(&dev("b1")).unwrap().state,
+        Some(OutletState::On)
+    );
+    assert_eq!(pool.len(), 2, "the first service still holds sim2");
+    drop(first);
+    assert_eq!(pool.len(), 1, "sim2 is forgotten once nothing uses it");
+}

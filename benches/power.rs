@@ -53,7 +53,7 @@ async fn main() {
         serde_json::json!({}),
     )
     .expect("pdudaemon");
-    let text = "[worker]\nname = \"w\"\nstate_dir = \"/tmp/x\"\n[[pdu]]\nname = \"fakepdu\"\ndriver = \"command\"\n\
+    let text = "[worker]\nname = \"w\"\nstate_dir = \"/tmp/x\"\n[[pdu]]\nname = \"fakepdu\"\ndriver = \"command\"\noutlets = 8\n\
                 on_command = \"sh -c 'true # {outlet}'\"\noff_command = \"sh -c 'true # {outlet}'\"\nretries = 0\n";
     let inv = Inventory::parse(Path::new("bench.toml"), text).expect("inventory");
     let svc = PowerService::builder(&inv)

@@ -424,3 +424,65 @@ async fn reload_keeps_the_power_queues_unless_power_changed() {
     assert_eq!(text(&out).0, "r2: off (read back)\n");
     wait_until(T, "r2 off", || !b2.is_powered()).await;
 }
+
+/// A reboot sent to the old pdudaemon listener (legacy TCP: its task outlives that listener)
+/// is still running when a SIGHUP adds a board; an "off" through the rebuilt power service
+/// waits for it, so the PDU never sees two requests at once and the board stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_from_before_a_reload_and_an_off_after_it_take_turns() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b1 = SimBoard::spawn("s1", d, BoardScript::silent()).unwrap();
+    let b2 = SimBoard::spawn("s2", d, BoardScript::silent()).unwrap();
+    let pdu = HttpPdu::start("pdu1", 4).await;
+    pdu.wire(1, &b1);
+    pdu.wire(2, &b2);
+    let listen = labd_hw_fixtures::free_tcp_port();
+    let base = worker(d)
+        + &format!("[power]\npdudaemon_listen = \"127.0.0.1:{listen}\"\n\n")
+        + &pdu.section("timeout = \"5s\"");
+    let inv = base.clone() + &device("s1", &b1.tty_path(), Some(("pdu1", 1)));
+    let agent = start_agent(d, &inv, &[]).await;
+    assert!(agent.labd(&["power", "s1", "on"]).await.status.success());
+    pdu.pdu.set_faults(Faults {
+        latency: Duration::from_millis(200),
+        ..Faults::default()
+    });
+    let reboot = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+            .await
+            .unwrap();
+        s.write_all(b"pdu1 1 reboot 3").await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        (r, Instant::now())
+    });
+    wait_until(T, "the reboot switched s1 off", || !b1.is_powered()).await;
+    // A board added with power on another outlet: the power service is replaced.
+    let inv2 = base
+        + &device("s1", &b1.tty_path(), Some(("pdu1", 1)))
+        + &device("s2", &b2.tty_path(), Some(("pdu1", 2)));
+    std::fs::write(&agent.inventory, inv2).unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + T;
+    while !agent.log_text().contains("new PDU queues") {
+        assert!(Instant::now() < deadline, "power not rebuilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = agent.labd(&["power", "s1", "off"]).await;
+    let off_done = Instant::now();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (reply, reboot_done) = reboot.await.unwrap();
+    assert_eq!(reply, "ack\n");
+    assert!(reboot_done < off_done, "the off waited for the reboot");
+    assert_eq!(pdu.pdu.overlaps(), 0, "no two requests at the PDU at once");
+    let last = pdu
+        .pdu
+        .events()
+        .into_iter()
+        .rfind(|e| e.outlet == 1)
+        .unwrap();
+    assert!(!last.on, "the last switch of outlet 1 was the off");
+    assert!(!b1.is_powered(), "s1 stays off");
+}

@@ -144,14 +144,15 @@ impl Drop for LabdListener {
 }
 
 /// labd with a `command` PDU named like the pdudaemon one and writing the same lines, device
-/// `dut1` on its outlet 1 (pdudaemon's alias `dut1`).
+/// `dut1` on its outlet 1 (pdudaemon's alias `dut1`). `outlets = 8`: the listener accepts only
+/// outlets the inventory configures (pdudaemon's `localcmdline` takes any port).
 async fn labd_listener() -> LabdListener {
     let dir = tempfile::tempdir().unwrap();
     let actions = dir.path().join("actions.log");
     let a = actions.display();
     let text = format!(
         "[worker]\nname = \"w\"\nstate_dir = \"/tmp/x\"\n[power]\nreboot_delay = \"100ms\"\n\
-         [[pdu]]\nname = \"fakepdu\"\ndriver = \"command\"\nretries = 0\npdudaemon_hostnames = [\"192.0.2.7\"]\n\
+         [[pdu]]\nname = \"fakepdu\"\ndriver = \"command\"\nretries = 0\noutlets = 8\npdudaemon_hostnames = [\"192.0.2.7\"]\n\
          on_command = \"sh -c 'echo \\\"fakepdu on port={{outlet}}\\\" >> {a}'\"\n\
          off_command = \"sh -c 'echo \\\"fakepdu off port={{outlet}}\\\" >> {a}'\"\n\
          [[device]]\nname = \"dut1\"\ndevice_type = \"t\"\n[device.power]\npdu = \"fakepdu\"\noutlet = 1\n"

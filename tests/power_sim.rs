@@ -386,3 +386,92 @@ async fn the_simulator_over_http_behaves_the_same() {
     let e = svc.power(&dev("d1"), PowerOp::On).await.unwrap_err();
     assert_eq!(e.driver_kind(), Some(DriverErrorKind::Unreachable), "{e}");
 }
+
+/// One HTTP/1.1 GET to the pdudaemon-compatible listener: (status line, body).
+async fn get(port: u16, target: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).await.unwrap();
+    let status = r.lines().next().unwrap_or("").to_string();
+    let body = r.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_refuses_outlets_the_inventory_does_not_configure() {
+    // sim1: `outlets = 4`, a board on outlet 1; sim2: no count, a board on outlet 1.
+    let text = "[worker]\nname = \"w\"\nstate_dir = \"/tmp/labd-test\"\n\
+                [[pdu]]\nname = \"sim1\"\ndriver = \"sim\"\noutlets = 4\nretries = 0\n\
+                [[pdu]]\nname = \"sim2\"\ndriver = \"sim\"\nretries = 0\n\
+                [[device]]\nname = \"b1\"\ndevice_type = \"t\"\n[device.power]\npdu = \"sim1\"\noutlet = 1\n\
+                [[device]]\nname = \"c1\"\ndevice_type = \"t\"\n[device.power]\npdu = \"sim2\"\noutlet = 1\n";
+    let inv = Inventory::parse(Path::new("inv.toml"), text).unwrap();
+    let (sim1, sim2) = (SimPdu::new("sim1", 8), SimPdu::new("sim2", 8));
+    let reg = registry();
+    let svc = service(&inv, &sim1, &sim2, reg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(labd::power::listener::serve(
+        listener,
+        svc.clone(),
+        stop.clone(),
+    ));
+    let before = reg.render();
+    let refused = [
+        "hostname=sim2&port=2",
+        "hostname=sim2&port=31337",
+        "hostname=sim1&port=5",
+    ];
+    for q in refused
+        .iter()
+        .copied()
+        .chain((0..50).map(|_| "hostname=sim1&port=99999"))
+    {
+        let (status, body) = get(port, &format!("/power/control/on?{q}")).await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 500 Internal Server Error", "Invalid request\n"),
+            "{q}"
+        );
+    }
+    assert_eq!(
+        sim1.requests() + sim2.requests(),
+        0,
+        "nothing reached a PDU"
+    );
+    assert_eq!(
+        reg.render(),
+        before,
+        "no metric series for unconfigured outlets"
+    );
+    let outlets = |s: &PowerService| {
+        s.status()
+            .pdus
+            .iter()
+            .map(|p| (p.name.clone(), p.outlets.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outlets(&svc), [("sim1".into(), 1), ("sim2".into(), 1)]);
+    // A device's outlet (as written, "01" is outlet 1) and an outlet within `outlets` work.
+    for q in ["hostname=sim2&port=01", "hostname=sim1&port=3"] {
+        let (status, _) = get(port, &format!("/power/control/on?{q}")).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{q}");
+    }
+    assert_eq!((sim2.state(1), sim1.state(3)), (Some(true), Some(true)));
+    assert_eq!(outlets(&svc), [("sim1".into(), 2), ("sim2".into(), 1)]);
+    assert_eq!(
+        metric(reg, "labd_power_outlet_state{pdu=\"sim2\",outlet=\"1\"}"),
+        1.0
+    );
+    assert!(!reg.render().contains("outlet=\"01\""));
+    stop.cancel();
+}

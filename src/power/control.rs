@@ -3,10 +3,14 @@
 //! (`labd power` talks to the daemon, so an operator's request queues behind a job's).
 //!
 //! Reload: when nothing power-related changed (`[power]`, `[[pdu]]`, `[device.power]`, compared
-//! resolved, so moving lines does not count), the running service is kept with its queues,
-//! health and last known outlet states. Otherwise a new service is built and swapped in once
-//! every request already running through this handle has finished, so two requests for one PDU
-//! never overlap across the swap; requests that arrive meanwhile wait for the new service.
+//! resolved, so moving lines does not count), the running service is kept as it is. Otherwise a
+//! new service is built from the handle's [`UnitPool`]: every PDU whose own settings did not
+//! change keeps its unit (queue, health, last known outlet states), and a PDU whose settings
+//! changed gets a new unit on the old one's queue and outlet locks. So the services before and
+//! after a reload share each PDU's serialisation: a job that holds the old service, a request
+//! whose caller went away, or a pdudaemon connection still on the old listener never reach a
+//! PDU at the same time as a request through the new service. The swap itself also waits for
+//! the requests running through this handle.
 
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
@@ -26,6 +30,7 @@ use super::error::TargetName;
 use super::settings::{self, DeviceTarget, ResolvedPdu};
 use super::{
     DevicePowerStatus, PowerError, PowerOp, PowerOutcome, PowerRequest, PowerService, PowerStatus,
+    UnitPool,
 };
 
 /// What decides whether a reload must rebuild the power service.
@@ -71,7 +76,8 @@ pub enum Installed {
     New,
     /// Nothing power-related changed: the running service (queues, states) is kept.
     Kept,
-    /// A new service replaced the old one (last known outlet states start over).
+    /// A new service replaced the old one. PDUs whose own settings are unchanged keep their
+    /// queue, health and last known outlet states; changed ones start over on the same queue.
     Replaced,
 }
 
@@ -83,6 +89,8 @@ pub struct PowerControl {
     gate: tokio::sync::RwLock<()>,
     /// In-process simulators for `sim` PDUs without `url` (`labd demo`, tests).
     sims: Mutex<Vec<(PduName, SimPdu)>>,
+    /// Units (queues, outlet locks, health) shared by every service this handle builds.
+    pool: UnitPool,
 }
 
 impl Default for PowerControl {
@@ -102,6 +110,7 @@ impl PowerControl {
             current: RwLock::new(None),
             gate: tokio::sync::RwLock::new(()),
             sims: Mutex::new(Vec::new()),
+            pool: UnitPool::new(),
         }
     }
 
@@ -116,7 +125,7 @@ impl PowerControl {
 
     fn build(&self, inv: &Inventory) -> Result<PowerService, PowerError> {
         let sims = self.sims.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut b = PowerService::builder(inv);
+        let mut b = PowerService::builder(inv).pool(&self.pool);
         for (name, sim) in sims {
             if inv.pdus.iter().any(|p| p.name() == &name) {
                 b = b.attach_sim(&name, sim);

@@ -1,6 +1,7 @@
 //! The generic layer under `PowerService`: one [`Unit`] per PDU (or per device whose power is
-//! LAVA-style commands) with its queue, retries with backoff and jitter, per-attempt timeout,
-//! read-back verification, health and the last known state of its outlets. Drivers stay dumb.
+//! LAVA-style commands) with its queue (a [`Lane`], shared across reloads), retries with backoff
+//! and jitter, per-attempt timeout, read-back verification, health and the last known state of
+//! its outlets. Drivers stay dumb.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,10 +41,25 @@ pub struct OutletRecord {
 
 struct OutletSlot {
     record: OutletRecord,
-    /// Held for a whole operation on this outlet (a reboot's delay included), so two requests
-    /// for one board never interleave; the PDU queue is only held while talking to the PDU.
-    lock: Arc<tokio::sync::Mutex<()>>,
     metrics: OutletMetrics,
+}
+
+/// The serialisation of one PDU: its queue and its outlets' locks. It outlives a [`Unit`]: after
+/// an inventory reload, the old service's units (still used by a running job or a detached
+/// request) and the new service's share it, so a PDU never sees two requests at once.
+#[derive(Default)]
+pub struct Lane {
+    /// FIFO (tokio's mutex is fair): requests to one PDU run strictly one at a time.
+    queue: tokio::sync::Mutex<()>,
+    /// Held for a whole operation on an outlet (a reboot's delay included), so two requests
+    /// for one board never interleave; the PDU queue is only held while talking to the PDU.
+    outlets: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").finish_non_exhaustive()
+    }
 }
 
 /// One queue: a PDU with its driver, or one device's own commands.
@@ -57,8 +73,8 @@ pub struct Unit {
     pub numeric_outlets: bool,
     unhealthy_after: u32,
     max_retry_delay: Duration,
-    /// FIFO (tokio's mutex is fair): requests to one PDU run strictly one at a time.
-    queue: tokio::sync::Mutex<()>,
+    /// Queue and outlet locks, shared with the units of earlier and later services.
+    lane: Arc<Lane>,
     health: Mutex<Health>,
     outlets: Mutex<BTreeMap<String, OutletSlot>>,
     metrics: UnitMetrics,
@@ -119,7 +135,13 @@ pub struct UnitSpec {
 }
 
 impl Unit {
-    pub fn new(spec: UnitSpec, registry: &'static crate::metrics::Registry) -> Self {
+    /// A unit whose queue and outlet locks are `lane`'s (shared with another unit of the same
+    /// PDU, e.g. the one a reload replaced).
+    pub fn with_lane(
+        spec: UnitSpec,
+        lane: Arc<Lane>,
+        registry: &'static crate::metrics::Registry,
+    ) -> Self {
         let metrics = UnitMetrics::new(registry, &spec.label);
         Self {
             label: spec.label,
@@ -130,7 +152,7 @@ impl Unit {
             numeric_outlets: spec.numeric_outlets,
             unhealthy_after: spec.unhealthy_after.max(1),
             max_retry_delay: spec.max_retry_delay,
-            queue: tokio::sync::Mutex::new(()),
+            lane,
             health: Mutex::new(Health::default()),
             outlets: Mutex::new(BTreeMap::new()),
             metrics,
@@ -150,19 +172,19 @@ impl Unit {
                 key.to_string(),
                 OutletSlot {
                     record: OutletRecord::default(),
-                    lock: Arc::new(tokio::sync::Mutex::new(())),
                     metrics,
                 },
             );
         }
     }
 
+    /// The lock held for a whole operation on outlet `key` (shared through the [`Lane`]).
     pub fn outlet_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.ensure_outlet(key);
-        lock(&self.outlets)
-            .get(key)
-            .map(|s| s.lock.clone())
-            .unwrap_or_default()
+        lock(&self.lane.outlets)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn outlet_metrics(&self, key: &str) -> OutletMetrics {
@@ -293,17 +315,19 @@ impl Unit {
     }
 
     /// Runs one phase through this PDU's queue, with retries, timeouts and verification.
+    /// `key` is the outlet's identity (numbers by value: "08" is "8"), `target.outlet` the text
+    /// the driver gets.
     pub async fn run_phase(
         &self,
+        key: &str,
         target: &OutletTarget,
         name: &TargetName,
         op: &'static str,
         phase: Phase,
         sink: &Sink,
     ) -> Result<PhaseResult, PowerError> {
-        let key = target.outlet.clone();
-        let metrics = self.outlet_metrics(&key);
-        let _queue = self.queue.lock().await;
+        let metrics = self.outlet_metrics(key);
+        let _queue = self.lane.queue.lock().await;
         let unhealthy = lock(&self.health).unhealthy;
         let attempts = if unhealthy {
             1
@@ -327,7 +351,7 @@ impl Unit {
             match result {
                 Ok((state, verified)) => {
                     metrics.observe(started.elapsed());
-                    self.update_record(&key, |r| {
+                    self.update_record(key, |r| {
                         if state.is_some() {
                             r.state = state;
                         }
@@ -375,7 +399,7 @@ impl Unit {
         };
         metrics.observe(started.elapsed());
         let phase_changes_state = matches!(phase, Phase::Switch(_) | Phase::NativeReboot(_));
-        self.update_record(&key, |r| {
+        self.update_record(key, |r| {
             if phase_changes_state {
                 // It may or may not have switched: say so rather than keep a stale state.
                 r.state = None;

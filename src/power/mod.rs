@@ -22,5 +22,5 @@ pub use driver::{DriverError, DriverErrorKind, OutletState, OutletTarget, PowerD
 pub use error::{PowerError, TargetName};
 pub use service::{
     DevicePowerStatus, OutletStatus, PduStatus, PowerOp, PowerOutcome, PowerRequest, PowerService,
-    PowerServiceBuilder, PowerStatus,
+    PowerServiceBuilder, PowerStatus, UnitPool,
 };

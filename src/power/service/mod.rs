@@ -20,9 +20,12 @@ use super::drivers;
 use super::error::{PowerError, TargetName};
 use super::exec::{Phase, Sink, Unit, UnitSpec};
 
+mod pool;
 mod status;
 
 use super::settings::{self, DeviceTarget, PduPolicy, ResolvedPdu};
+pub use pool::UnitPool;
+use pool::{UnitConfig, UnitKey};
 pub use status::{DevicePowerStatus, OutletStatus, PduStatus, PowerStatus};
 
 /// What to do with an outlet.
@@ -148,9 +151,19 @@ pub struct PowerServiceBuilder<'a> {
     inv: &'a Inventory,
     drivers: HashMap<PduName, Arc<dyn PowerDriver>>,
     registry: &'static crate::metrics::Registry,
+    pool: Option<UnitPool>,
 }
 
 impl<'a> PowerServiceBuilder<'a> {
+    /// Takes the units (queues, outlet locks, health, states) from `pool`, shared with the
+    /// services built before and after with it, so a reload never lets two requests reach one
+    /// PDU at once. A PDU whose settings are unchanged keeps its unit (and driver: a driver
+    /// given with [`Self::driver`] or [`Self::attach_sim`] is used only for a new unit).
+    pub fn pool(mut self, pool: &UnitPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
     /// Drives `[[pdu]] name = ...` (driver `sim`, no `url`) through this in-process simulator.
     pub fn attach_sim(mut self, pdu: &PduName, sim: SimPdu) -> Self {
         self.drivers
@@ -173,6 +186,7 @@ impl<'a> PowerServiceBuilder<'a> {
     pub fn build(mut self) -> Result<PowerService, PowerError> {
         let inv = self.inv;
         let ps = inv.power.clone().unwrap_or_default();
+        let pool = self.pool.take().unwrap_or_default();
         let mut units = BTreeMap::new();
         let mut hostnames = HashMap::new();
         for p in &inv.pdus {
@@ -188,33 +202,43 @@ impl<'a> PowerServiceBuilder<'a> {
                             .join("; "),
                     )),
                 })?;
-            let driver = match self.drivers.remove(&r.name) {
-                Some(d) => d,
-                None => drivers::build(&r.driver).map_err(|source| PowerError::Driver {
-                    pdu: r.name.clone(),
-                    source: Box::new(source),
-                })?,
-            };
             let numeric = settings::numeric_outlets(p.driver.get_ref());
             for h in std::iter::once(r.name.as_str().to_string())
                 .chain(r.pdudaemon_hostnames.iter().cloned())
             {
                 hostnames.insert(h, r.name.clone());
             }
-            let unit = Unit::new(
-                UnitSpec {
-                    label: r.name.as_str().to_string(),
-                    target_pdu: Some(r.name.clone()),
-                    driver,
-                    policy: r.policy.clone(),
-                    outlet_count: r.outlets,
-                    numeric_outlets: numeric,
-                    unhealthy_after: ps.unhealthy_after(),
-                    max_retry_delay: ps.max_retry_delay(),
-                },
-                self.registry,
-            );
-            units.insert(r.name.as_str().to_string(), Arc::new(unit));
+            let key = UnitKey {
+                config: UnitConfig::Pdu(r.clone()),
+                unhealthy_after: ps.unhealthy_after(),
+                max_retry_delay: ps.max_retry_delay(),
+            };
+            let given = self.drivers.remove(&r.name);
+            let registry = self.registry;
+            let unit = pool.unit(r.name.as_str(), key, |lane| {
+                let driver = match given {
+                    Some(d) => d,
+                    None => drivers::build(&r.driver).map_err(|source| PowerError::Driver {
+                        pdu: r.name.clone(),
+                        source: Box::new(source),
+                    })?,
+                };
+                Ok::<_, PowerError>(Unit::with_lane(
+                    UnitSpec {
+                        label: r.name.as_str().to_string(),
+                        target_pdu: Some(r.name.clone()),
+                        driver,
+                        policy: r.policy.clone(),
+                        outlet_count: r.outlets,
+                        numeric_outlets: numeric,
+                        unhealthy_after: ps.unhealthy_after(),
+                        max_retry_delay: ps.max_retry_delay(),
+                    },
+                    lane,
+                    registry,
+                ))
+            })?;
+            units.insert(r.name.as_str().to_string(), unit);
         }
         let mut devices = BTreeMap::new();
         for dev in &inv.devices {
@@ -231,30 +255,40 @@ impl<'a> PowerServiceBuilder<'a> {
                     (unit, settings::outlet_key(&outlet), outlet.0)
                 }
                 DeviceTarget::Commands(c) => {
-                    let driver = Arc::new(drivers::command::CommandDriver {
-                        on: c.on,
-                        off: c.off,
-                        reboot: c.reset,
-                        state: None,
-                    });
-                    let has_reset = driver.reboot.is_some();
-                    let unit = Unit::new(
-                        UnitSpec {
-                            label: format!("commands:{}", dev.name()),
-                            target_pdu: None,
-                            driver,
-                            policy: PduPolicy {
-                                native_reboot: has_reset,
-                                ..PduPolicy::default()
+                    let label = format!("commands:{}", dev.name());
+                    let key = UnitKey {
+                        config: UnitConfig::Commands(c.clone()),
+                        unhealthy_after: ps.unhealthy_after(),
+                        max_retry_delay: ps.max_retry_delay(),
+                    };
+                    let registry = self.registry;
+                    let unit = pool.unit(&label.clone(), key, |lane| {
+                        let driver = Arc::new(drivers::command::CommandDriver {
+                            on: c.on,
+                            off: c.off,
+                            reboot: c.reset,
+                            state: None,
+                        });
+                        let has_reset = driver.reboot.is_some();
+                        Ok::<_, PowerError>(Unit::with_lane(
+                            UnitSpec {
+                                label,
+                                target_pdu: None,
+                                driver,
+                                policy: PduPolicy {
+                                    native_reboot: has_reset,
+                                    ..PduPolicy::default()
+                                },
+                                outlet_count: None,
+                                numeric_outlets: false,
+                                unhealthy_after: ps.unhealthy_after(),
+                                max_retry_delay: ps.max_retry_delay(),
                             },
-                            outlet_count: None,
-                            numeric_outlets: false,
-                            unhealthy_after: ps.unhealthy_after(),
-                            max_retry_delay: ps.max_retry_delay(),
-                        },
-                        self.registry,
-                    );
-                    (Arc::new(unit), "-".to_string(), "-".to_string())
+                            lane,
+                            registry,
+                        ))
+                    })?;
+                    (unit, "-".to_string(), "-".to_string())
                 }
             };
             unit.ensure_outlet(&outlet);
@@ -290,6 +324,7 @@ impl PowerService {
             inv,
             drivers: HashMap::new(),
             registry: crate::metrics::global(),
+            pool: None,
         }
     }
 
@@ -381,6 +416,22 @@ impl PowerService {
             .iter()
             .find(|(_, e)| Arc::ptr_eq(&e.unit, &unit) && e.outlet == key)
             .map(|(d, e)| (d.clone(), e.reboot_delay));
+        // Only outlets the inventory knows: every outlet used gets state and metric series for
+        // good, so a caller must not create them at will (`port=<random>`).
+        let counted = match (unit.outlet_count, value.number()) {
+            (Some(max), Some(n)) => (1..=max).contains(&n),
+            _ => false,
+        };
+        if device.is_none() && !counted {
+            let why = match unit.outlet_count {
+                Some(max) => format!("not in 1..={max} (the PDU's `outlets`)"),
+                None => "no device uses it and the PDU has no `outlets` count".to_string(),
+            };
+            return Err(PowerError::BadOutlet {
+                target: name,
+                reason: format!("outlet {outlet:?} is not configured: {why}"),
+            });
+        }
         let delay = device.as_ref().and_then(|d| d.1);
         self.spawn(
             unit,
@@ -461,7 +512,14 @@ async fn run_op(
                 }
                 let on = req.op == PowerOp::On;
                 let r = unit
-                    .run_phase(&target, &name, req.op.as_str(), Phase::Switch(on), &sink)
+                    .run_phase(
+                        &key,
+                        &target,
+                        &name,
+                        req.op.as_str(),
+                        Phase::Switch(on),
+                        &sink,
+                    )
                     .await?;
                 attempts += r.attempts;
                 (r.state, r.verified)
@@ -470,19 +528,40 @@ async fn run_op(
                 let d = req.delay.unwrap_or(reboot_delay);
                 if unit.policy.native_reboot && unit.driver.can_reboot() {
                     let r = unit
-                        .run_phase(&target, &name, "reboot", Phase::NativeReboot(d), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot",
+                            Phase::NativeReboot(d),
+                            &sink,
+                        )
                         .await?;
                     attempts += r.attempts;
                     (r.state, r.verified)
                 } else {
                     let off = unit
-                        .run_phase(&target, &name, "reboot: off", Phase::Switch(false), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot: off",
+                            Phase::Switch(false),
+                            &sink,
+                        )
                         .await?;
                     attempts += off.attempts;
                     sink.line(format!("{name}: off for {}", humantime::format_duration(d)));
                     tokio::time::sleep(d).await;
                     let on = unit
-                        .run_phase(&target, &name, "reboot: on", Phase::Switch(true), &sink)
+                        .run_phase(
+                            &key,
+                            &target,
+                            &name,
+                            "reboot: on",
+                            Phase::Switch(true),
+                            &sink,
+                        )
                         .await?;
                     attempts += on.attempts;
                     (on.state, off.verified && on.verified)
@@ -491,7 +570,7 @@ async fn run_op(
             PowerOp::Status => {
                 if unit.driver.can_read() {
                     let r = unit
-                        .run_phase(&target, &name, "status", Phase::Read, &sink)
+                        .run_phase(&key, &target, &name, "status", Phase::Read, &sink)
                         .await?;
                     attempts += r.attempts;
                     (r.state, true)

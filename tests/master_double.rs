@@ -546,3 +546,32 @@ async fn log_upload_backs_off_while_the_master_is_unavailable() {
 async fn log_upload_refused_for_seconds_drops_nothing() {
     log_upload_outage(500, "outage500").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_never_answered_does_not_hold_up_the_stop() {
+    init_tracing();
+    let d = MasterDouble::start();
+    d.add_worker("hang1", "t");
+    d.hang("/scheduler/internal/v1/workers/");
+    let state = state_dir();
+    let exec = TestExecutor::new(Script::Finish {
+        lines: 1,
+        outcome: JobOutcome::complete(""),
+    });
+    let mut s = settings(&d.url(), "hang1", TokenSource::Inline("t".into()));
+    s.http_timeout = Duration::from_secs(600);
+    let link = start_link(s, exec, state.path());
+    wait_until(Duration::from_secs(10), "a ping in flight", || {
+        pings(&d).iter().any(|r| r.status == 0)
+    })
+    .await;
+    let begin = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), link.stop())
+        .await
+        .expect("the link stops while its ping waits for an answer");
+    assert!(
+        begin.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        begin.elapsed()
+    );
+}

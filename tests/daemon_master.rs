@@ -69,3 +69,32 @@ async fn agent_takes_jobs_from_its_master() {
         agent.log_text()
     );
 }
+
+/// A master that reads the ping and never answers (a wedged server or proxy) does not hold up
+/// the daemon's stop, whatever `http_timeout` (600 s by default) says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_never_answered_does_not_hold_up_the_daemon_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let double = MasterDouble::start();
+    double.add_worker("w1", "w1token");
+    double.hang("/scheduler/internal/v1/workers/");
+    let inv = format!(
+        "{}[master]\nurl = \"{}\"\ntoken = \"w1token\"\nversion = \"2023.01\"\nping_interval = 1\nws_url = \"\"\n",
+        worker(d),
+        double.url()
+    );
+    let mut agent = start_agent(d, &inv, &[]).await;
+    wait_until(Duration::from_secs(30), "a ping in flight", || {
+        double
+            .requests()
+            .iter()
+            .any(|r| r.request.path.contains("/workers/") && r.status == 0)
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| agent.child.stop(Duration::from_secs(30))).unwrap();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+}

@@ -394,7 +394,7 @@ async fn reload_keeps_the_power_queues_unless_power_changed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(state(&agent.status().await), "on", "last known state kept");
-    assert!(!agent.log_text().contains("new PDU queues"));
+    assert!(!agent.log_text().contains("PDU services rebuilt"));
 
     // Power changed (r2 on outlet 2): new queues; the listener serves the new service.
     let inv3 = base.clone()
@@ -403,7 +403,7 @@ async fn reload_keeps_the_power_queues_unless_power_changed() {
     std::fs::write(&agent.inventory, inv3).unwrap();
     agent.signal(nix::sys::signal::Signal::SIGHUP);
     let deadline = Instant::now() + T;
-    while !agent.log_text().contains("new PDU queues") {
+    while !agent.log_text().contains("PDU services rebuilt") {
         assert!(Instant::now() < deadline, "power not rebuilt");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -466,7 +466,7 @@ async fn a_reboot_from_before_a_reload_and_an_off_after_it_take_turns() {
     std::fs::write(&agent.inventory, inv2).unwrap();
     agent.signal(nix::sys::signal::Signal::SIGHUP);
     let deadline = Instant::now() + T;
-    while !agent.log_text().contains("new PDU queues") {
+    while !agent.log_text().contains("PDU services rebuilt") {
         assert!(Instant::now() < deadline, "power not rebuilt");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -485,4 +485,80 @@ async fn a_reboot_from_before_a_reload_and_an_off_after_it_take_turns() {
         .unwrap();
     assert!(!last.on, "the last switch of outlet 1 was the off");
     assert!(!b1.is_powered(), "s1 stays off");
+}
+
+/// A pdudaemon request that takes long (`delay=`) holds up neither a reload that replaces the
+/// listener nor the daemon's stop: it is answered 503 after the listener's 2 s grace, and its
+/// reboot still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdudaemon_request_in_flight_holds_up_neither_reload_nor_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b1 = SimBoard::spawn("s1", d, BoardScript::silent()).unwrap();
+    let pdu = HttpPdu::start("pdu1", 4).await;
+    pdu.wire(1, &b1);
+    let (listen, listen2) = (
+        labd_hw_fixtures::free_tcp_port(),
+        labd_hw_fixtures::free_tcp_port(),
+    );
+    let inv = |port: u16| {
+        worker(d)
+            + &format!("[power]\npdudaemon_listen = \"127.0.0.1:{port}\"\n\n")
+            + &pdu.section("")
+            + &device("s1", &b1.tty_path(), Some(("pdu1", 1)))
+    };
+    let mut agent = start_agent(d, &inv(listen), &[]).await;
+    let out = agent.labd(&["power", "s1", "on"]).await;
+    assert!(out.status.success());
+
+    // A reboot with a 30 s off time in flight, then a reload that moves the listener.
+    let before = Instant::now();
+    let slow = |port: u16| {
+        tokio::spawn(async move {
+            curl(&format!(
+                "http://127.0.0.1:{port}/power/control/reboot?alias=s1&delay=30"
+            ))
+            .await
+        })
+    };
+    let first = slow(listen);
+    wait_until(T, "s1 off", || pdu.switched(1, false, before).is_some()).await;
+    std::fs::write(&agent.inventory, inv(listen2)).unwrap();
+    let sighup = Instant::now();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    let (head, body) = first.await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}\n{body}");
+    let answered = sighup.elapsed();
+    assert!(answered < Duration::from_secs(5), "{answered:?}");
+    let deadline = Instant::now() + T;
+    loop {
+        let (head, _) = curl(&format!(
+            "http://127.0.0.1:{listen2}/power/control/on?hostname=pdu1&port=2"
+        ))
+        .await;
+        if head.starts_with("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sighup.elapsed() < Duration::from_secs(8),
+        "the reload took {:?}",
+        sighup.elapsed()
+    );
+
+    // Another one in flight, then SIGTERM: a clean exit within a few seconds.
+    let second = slow(listen2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    let status = tokio::task::block_in_place(|| agent.child.stop(T)).unwrap();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(6), "the stop took {took:?}");
+    let (head, _) = second.await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 503") || head.is_empty(),
+        "{head}"
+    );
 }

@@ -493,3 +493,85 @@ async fn a_job_the_master_forgets_is_dropped() {
     assert_eq!(after, [(logs, 404), (job, 404)]);
     assert_clean(&d);
 }
+
+/// A master failing log POSTs with `status` for 4 s while a chatty job (2500 lines, more than
+/// a batch) runs: the uploader backs off instead of spinning, and drops nothing.
+async fn log_upload_outage(status: u16, worker: &str) {
+    init_tracing();
+    let d = MasterDouble::start();
+    d.add_worker(worker, "t");
+    let state = state_dir();
+    let exec = TestExecutor::new(Script::UntilCanceled { lines: 2500 });
+    let id = d.submit(worker, &definition("chatty"), DEVICE);
+    let logs = format!("/scheduler/internal/v1/jobs/{id}/logs/");
+    let outage = Duration::from_secs(4);
+    d.fail_for(outage, status, &logs);
+    let link = start_link(
+        settings(&d.url(), worker, TokenSource::Inline("t".into())),
+        exec.clone(),
+        state.path(),
+    );
+    wait_until(Duration::from_secs(30), "every line uploaded", || {
+        d.job(id).unwrap().lines.len() == 2500
+    })
+    .await;
+    let failed = d
+        .requests()
+        .iter()
+        .filter(|r| r.request.path == logs && r.status == status)
+        .count();
+    // 300 ms, then doubling: about 5 attempts in 4 s (thousands without a pause).
+    assert!(
+        (2..=10).contains(&failed),
+        "{failed} failed log POSTs during a {outage:?} outage"
+    );
+    d.cancel(id);
+    wait_until(Duration::from_secs(20), "finished", || {
+        d.job(id).unwrap().state == JobState::Finished
+    })
+    .await;
+    link.stop().await;
+    let job = d.job(id).unwrap();
+    assert_eq!(job.lines, exec.emitted(), "no line dropped");
+    assert_eq!(job.skipped_resends, 0);
+    assert_clean(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_upload_backs_off_while_the_master_is_unavailable() {
+    log_upload_outage(503, "outage503").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_upload_refused_for_seconds_drops_nothing() {
+    log_upload_outage(500, "outage500").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_never_answered_does_not_hold_up_the_stop() {
+    init_tracing();
+    let d = MasterDouble::start();
+    d.add_worker("hang1", "t");
+    d.hang("/scheduler/internal/v1/workers/");
+    let state = state_dir();
+    let exec = TestExecutor::new(Script::Finish {
+        lines: 1,
+        outcome: JobOutcome::complete(""),
+    });
+    let mut s = settings(&d.url(), "hang1", TokenSource::Inline("t".into()));
+    s.http_timeout = Duration::from_secs(600);
+    let link = start_link(s, exec, state.path());
+    wait_until(Duration::from_secs(10), "a ping in flight", || {
+        pings(&d).iter().any(|r| r.status == 0)
+    })
+    .await;
+    let begin = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), link.stop())
+        .await
+        .expect("the link stops while its ping waits for an answer");
+    assert!(
+        begin.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        begin.elapsed()
+    );
+}

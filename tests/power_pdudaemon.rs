@@ -133,6 +133,7 @@ fn http(port: u16, method: &str, target: &str) -> (String, String, String, Strin
 struct LabdListener {
     port: u16,
     stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     actions: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -165,10 +166,11 @@ async fn labd_listener() -> LabdListener {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
-    tokio::spawn(labd::power::listener::serve(listener, svc, stop.clone()));
+    let task = tokio::spawn(labd::power::listener::serve(listener, svc, stop.clone()));
     LabdListener {
         port,
         stop,
+        task: Some(task),
         actions,
         _dir: dir,
     }
@@ -253,6 +255,47 @@ async fn the_listener_answers_byte_for_byte_like_pdudaemon() {
         read_actions(&labd.actions).last().unwrap(),
         "fakepdu off port=5"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_does_not_hold_up_the_listener_stop() {
+    let mut labd = labd_listener().await;
+    let lp = labd.port;
+    // A reboot with a 6 s off time: pdudaemon's clients wait for the answer all that time.
+    let client = tokio::task::spawn_blocking(move || {
+        http(lp, "GET", "/power/control/reboot?alias=dut1&delay=6")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_actions(&labd.actions) != ["fakepdu off port=1"] {
+        assert!(Instant::now() < deadline, "the reboot did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let begin = Instant::now();
+    labd.stop.cancel();
+    let task = labd.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the listener stops without waiting for the request")
+        .unwrap()
+        .unwrap();
+    let took = begin.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let (status, _, _, body) = client.await.unwrap();
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    assert_eq!(
+        body,
+        "Service Unavailable: labd's listener stopped; the request goes on\n"
+    );
+    // The reboot itself completes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read_actions(&labd.actions) != ["fakepdu off port=1", "fakepdu on port=1"] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            read_actions(&labd.actions)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the real `pduclient` in a private network namespace whose 127.0.0.1:16421 (the port

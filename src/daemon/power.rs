@@ -71,7 +71,7 @@ async fn reload(
     };
     if installed == Installed::Replaced {
         tracing::info!(
-            "power configuration changed: new PDU queues (last known outlet states start over)"
+            "power configuration changed: PDU services rebuilt (queues, outlet locks and states of unchanged PDUs kept)"
         );
     }
     let want = listen_addr(inv);

@@ -24,9 +24,15 @@ use crate::ids::JobId;
 /// lava-worker's FINISH_MAX_DURATION: how long a canceled job may take to stop.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
 
-/// Consecutive refused uploads of one batch (other than "master unreachable") after which the
-/// batch is dropped, so one line the server cannot parse does not hold the job forever.
+/// Refused uploads of one batch (answers other than 404 and "master unreachable") after which
+/// the batch is dropped, so one line the server cannot parse does not hold the job forever...
 const MAX_REFUSED_UPLOADS: u32 = 10;
+/// ...but only once they span this long: a master answering 500 for a few minutes (a database
+/// migration, a crashing view) must not cost a job its log.
+const REFUSAL_SPAN: Duration = Duration::from_secs(300);
+/// The longest wait between two upload attempts after failures (the wait starts at
+/// `job_log_interval` and doubles on every failure in a row).
+const MAX_UPLOAD_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where a job is in its life on this worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +281,7 @@ async fn upload_loop(
 ) {
     let interval = ctx.job_log_interval;
     let mut last_call = Instant::now();
-    let mut refused = 0u32;
+    let mut retry = Retry::new(interval);
     loop {
         let d = *durable.borrow_and_update();
         let pending = d.end.lines.saturating_sub(acked.lines);
@@ -304,33 +310,24 @@ async fn upload_loop(
         let (lines, after) = match batch {
             Ok(b) => b,
             Err(e) => {
-                error!("{e}; retrying in {interval:?}");
-                tokio::time::sleep(interval).await;
+                let wait = retry.failed();
+                error!("{e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
         if lines.is_empty() {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(retry.failed()).await;
             continue;
         }
-        match ctx
+        let result = ctx
             .client
             .upload_logs(&id, &token, &lines, acked.lines)
-            .await
-        {
-            Ok(count) => {
+            .await;
+        match result {
+            Ok(count) if count > 0 => {
+                retry.succeeded();
                 let count = (count as usize).min(lines.len());
-                if count == 0 {
-                    warn!(
-                        "the master acknowledged none of {} log lines; retrying",
-                        lines.len()
-                    );
-                    if d.closed {
-                        tokio::time::sleep(interval).await;
-                    }
-                    continue;
-                }
-                refused = 0;
                 let next = if count == lines.len() {
                     after
                 } else {
@@ -348,6 +345,15 @@ async fn upload_loop(
                 }
                 acked = next;
                 ctx.metrics.lines_uploaded.inc_by(count as u64);
+                continue;
+            }
+            Ok(_) => {
+                let wait = retry.failed();
+                warn!(
+                    "the master acknowledged none of {} log lines; retrying in {wait:?}",
+                    lines.len()
+                );
+                tokio::time::sleep(wait).await;
             }
             Err(e) if e.status() == Some(404) => {
                 // lava-run drops its records and cancels the job (SIGUSR1 to itself).
@@ -358,30 +364,76 @@ async fn upload_loop(
                 return;
             }
             Err(e) if transient(&e) => {
-                warn!("{e}; {pending} log lines kept on disk, retrying in {interval:?}");
-                if d.closed {
-                    tokio::time::sleep(interval).await;
-                }
+                let wait = retry.failed();
+                warn!("{e}; {pending} log lines kept on disk, retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                refused += 1;
-                if refused >= MAX_REFUSED_UPLOADS {
+                let wait = retry.failed();
+                if retry.refused() {
                     error!(
-                        "{e}; refused {refused} times: dropping these {} log lines",
+                        "{e}; refused {} times over {:?}: dropping these {} log lines",
+                        retry.refusals,
+                        retry.refusal_span(),
                         lines.len()
                     );
                     acked = after;
                     let dir2 = dir.clone();
                     let _ = blocking(move || logbuf::write_ack(&dir2, acked)).await;
-                    refused = 0;
+                    retry.succeeded();
                 } else {
-                    warn!("{e}; retrying in {interval:?}");
-                    if d.closed {
-                        tokio::time::sleep(interval).await;
-                    }
+                    warn!("{e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+}
+
+/// The uploader's pacing after failures: a wait that starts at the upload interval and doubles
+/// up to [`MAX_UPLOAD_BACKOFF`] (or the interval, if longer), and the refusals of the current batch with when the first came.
+/// Every failed or empty attempt waits, so an outage never turns into a busy loop.
+struct Retry {
+    interval: Duration,
+    wait: Duration,
+    refusals: u32,
+    first_refusal: Option<Instant>,
+}
+
+impl Retry {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            wait: interval,
+            refusals: 0,
+            first_refusal: None,
+        }
+    }
+
+    /// The wait before the next attempt, and the one after it doubled.
+    fn failed(&mut self) -> Duration {
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(MAX_UPLOAD_BACKOFF).max(self.interval);
+        wait
+    }
+
+    /// Counts a refusal of the current batch; `true` when the batch is to be dropped: at least
+    /// [`MAX_REFUSED_UPLOADS`] refusals spanning at least [`REFUSAL_SPAN`].
+    fn refused(&mut self) -> bool {
+        self.refusals += 1;
+        let first = *self.first_refusal.get_or_insert_with(Instant::now);
+        self.refusals >= MAX_REFUSED_UPLOADS && first.elapsed() >= REFUSAL_SPAN
+    }
+
+    fn refusal_span(&self) -> Duration {
+        self.first_refusal.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    /// A batch went through (or was given up): back to the normal pace.
+    fn succeeded(&mut self) {
+        self.wait = self.interval;
+        self.refusals = 0;
+        self.first_refusal = None;
     }
 }
 
@@ -397,5 +449,27 @@ mod tests {
             l.ends_with("\", \"lvl\": \"exception\", \"msg\": \"labd restarted\"}"),
             "{l}"
         );
+    }
+
+    #[test]
+    fn retry_backs_off_and_drops_a_batch_only_after_refusals_spanning_minutes() {
+        let mut r = Retry::new(Duration::from_millis(300));
+        let waits: Vec<u64> = (0..9).map(|_| r.failed().as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [300, 600, 1200, 2400, 4800, 9600, 19200, 30000, 30000]
+        );
+        r.succeeded();
+        assert_eq!(r.failed(), Duration::from_millis(300));
+        r.succeeded();
+        // Ten refusals back to back are not enough...
+        for _ in 0..20 {
+            assert!(!r.refused());
+        }
+        // ...they must span REFUSAL_SPAN.
+        r.first_refusal = Instant::now().checked_sub(REFUSAL_SPAN);
+        assert!(r.refused());
+        r.succeeded();
+        assert!(!r.refused(), "the span starts at the batch's first refusal");
     }
 }

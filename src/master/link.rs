@@ -205,10 +205,17 @@ impl Link {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next_ping) => {
                     let begin = Instant::now();
-                    let wait = self.ping_cycle(token, &mut backoff).await;
-                    next_ping = begin + wait;
+                    // A request may wait up to http_timeout (600 s by default): shutdown must
+                    // not. Stopping mid-cycle is no worse than the crash shutdown stands for.
+                    tokio::select! {
+                        wait = self.ping_cycle(token, &mut backoff) => next_ping = begin + wait,
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
-                _ = wake.notified() => self.report_finished().await,
+                _ = wake.notified() => tokio::select! {
+                    _ = self.report_finished() => {}
+                    _ = shutdown.cancelled() => return,
+                },
                 _ = ping_now.notified() => next_ping = Instant::now(),
             }
         }

@@ -11,6 +11,12 @@
 //! 404 `404: Not Found` for other paths, 405 `405: Method Not Allowed` (with `Allow: GET,HEAD`)
 //! for other methods, all `text/plain; charset=utf-8`. Legacy replies: `ack\n`, `nack\n`, or
 //! `Unexpected data` for a malformed message.
+//!
+//! Stopping (daemon stop, or a reload that replaces the listener) never waits on a client: an
+//! HTTP request may take minutes (a PDU queue, retries, `delay=`), so requests still in flight
+//! after [`STOP_GRACE`] are answered 503 `Service Unavailable: labd's listener stopped; the
+//! request goes on\n` and their connections closed. Their power operations run in their own
+//! tasks and complete regardless (so does a legacy TCP request, whose connection is its own).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +38,10 @@ use super::service::{PowerOp, PowerRequest, PowerService};
 const TEXT: &str = "text/plain; charset=utf-8";
 const OK_BODY: &str = "OK - accepted request\n";
 const INVALID_BODY: &str = "Invalid request\n";
+const STOPPED_BODY: &str = "Service Unavailable: labd's listener stopped; the request goes on\n";
+
+/// How long requests in flight may still complete once the listener is told to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Which outlet a request names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,15 +188,29 @@ fn text(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, TEXT)], body).into_response()
 }
 
-async fn control(
-    State(s): State<PowerService>,
-    uri: axum::http::Uri,
-    RawQuery(q): RawQuery,
-) -> Response {
+/// The HTTP handlers' state: the service, and the signal to give up on requests in flight.
+#[derive(Clone)]
+struct Http {
+    service: PowerService,
+    abandon: CancellationToken,
+}
+
+async fn control(State(s): State<Http>, uri: axum::http::Uri, RawQuery(q): RawQuery) -> Response {
     let action = uri.path().rsplit('/').next().unwrap_or("");
     tracing::info!(path = %uri, "pdudaemon HTTP request");
     let ok = match parse_http(action, q.as_deref().unwrap_or("")) {
-        Ok(req) => execute(&s, &req).await,
+        Ok(req) => tokio::select! {
+            ok = execute(&s.service, &req) => ok,
+            _ = s.abandon.cancelled() => {
+                tracing::warn!(path = %uri, "the listener stopped: answering 503 (the power operation goes on)");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, TEXT), (header::CONNECTION, "close")],
+                    STOPPED_BODY,
+                )
+                    .into_response();
+            }
+        },
         Err(why) => {
             tracing::info!(path = %uri, "invalid pdudaemon request: {why}");
             false
@@ -214,13 +238,18 @@ async fn not_allowed() -> Response {
 
 /// The HTTP API as a router (for tests or embedding).
 pub fn router(service: PowerService) -> Router {
+    router_until(service, CancellationToken::new())
+}
+
+/// The router whose requests in flight give up (503) once `abandon` is cancelled.
+fn router_until(service: PowerService, abandon: CancellationToken) -> Router {
     let route = || get(control).fallback(not_allowed);
     Router::new()
         .route("/power/control/on", route())
         .route("/power/control/off", route())
         .route("/power/control/reboot", route())
         .fallback(not_found)
-        .with_state(service)
+        .with_state(Http { service, abandon })
 }
 
 /// Handles one legacy TCP connection: one read, one reply, close.
@@ -316,7 +345,8 @@ async fn classify(stream: &TcpStream) -> bool {
     }
 }
 
-/// Serves pdudaemon's HTTP and legacy TCP APIs on `listener` until `stop` is cancelled.
+/// Serves pdudaemon's HTTP and legacy TCP APIs on `listener` until `stop` is cancelled, then
+/// returns within about 2 × [`STOP_GRACE`] whatever the clients do.
 pub async fn serve(
     listener: TcpListener,
     service: PowerService,
@@ -325,9 +355,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(%local, "pdudaemon-compatible listener ready");
     let (tx, rx) = mpsc::channel(64);
-    let app = router(service.clone());
+    let abandon = CancellationToken::new();
+    let app = router_until(service.clone(), abandon.clone());
     let http_stop = stop.clone();
-    let http = tokio::spawn(async move {
+    let mut http = tokio::spawn(async move {
         let _ = axum::serve(HttpConns { rx, local }, app)
             .with_graceful_shutdown(http_stop.cancelled_owned())
             .await;
@@ -355,7 +386,14 @@ pub async fn serve(
         });
     }
     drop(tx);
-    let _ = http.await;
+    // Graceful shutdown waits for every connection; a request in flight can take minutes.
+    if tokio::time::timeout(STOP_GRACE, &mut http).await.is_err() {
+        abandon.cancel();
+        if tokio::time::timeout(STOP_GRACE, &mut http).await.is_err() {
+            tracing::warn!(%local, "pdudaemon listener: connections still open after the stop; no longer waiting for them");
+            http.abort();
+        }
+    }
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Fault injection: [`MasterDouble::set_down`] stops listening (connections refused, as for a
 //! master that is down) and [`MasterDouble::fail_next`] answers the next requests with an error
-//! status (a 5xx from a loaded server or a proxy).
+//! status (a 5xx from a loaded server or a proxy), [`MasterDouble::fail_for`] does so for a
+//! while, and [`MasterDouble::hang`] reads requests and never answers them.
 
 mod events;
 mod http;
@@ -90,6 +91,10 @@ pub(crate) struct State {
     pub violations: Vec<String>,
     /// Injected failures: (remaining, status, path prefix filter).
     pub failures: Vec<(usize, u16, String)>,
+    /// Injected failures by time: (until, status, path prefix filter).
+    pub failures_until: Vec<(Instant, u16, String)>,
+    /// Path prefixes whose requests are read and never answered (the connection stays open).
+    pub hang: Vec<String>,
     pub down: bool,
     /// lava-publisher's feed: every message sent to connected `/ws/` clients.
     pub events: Option<tokio::sync::broadcast::Sender<String>>,
@@ -280,6 +285,22 @@ impl MasterDouble {
         self.lock()
             .failures
             .push((count, status, path_prefix.to_string()));
+    }
+
+    /// Answers every request whose path starts with `path_prefix` with `status` for `duration`
+    /// (a server failing for a while: a database migration, an overloaded proxy).
+    pub fn fail_for(&self, duration: Duration, status: u16, path_prefix: &str) {
+        self.lock().failures_until.push((
+            Instant::now() + duration,
+            status,
+            path_prefix.to_string(),
+        ));
+    }
+
+    /// Reads the requests whose path starts with `path_prefix` and never answers them, keeping
+    /// the connection open (a wedged server or proxy). The requests are recorded with status 0.
+    pub fn hang(&self, path_prefix: &str) {
+        self.lock().hang.push(path_prefix.to_string());
     }
 
     /// Takes the master down (connections refused) or brings it back on the same port.

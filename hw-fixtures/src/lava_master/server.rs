@@ -65,6 +65,12 @@ pub(crate) async fn serve(
                                 super::events::event_feed(&st, stream, req).await;
                                 return;
                             }
+                            if hangs(&st, &req) {
+                                // Keep the connection open, never answer.
+                                let _keep = stream;
+                                std::future::pending::<()>().await;
+                                return;
+                            }
                             let (status, body) = handle(&st, req);
                             write_response(&mut stream, status, "application/json", body.as_bytes()).await;
                         }
@@ -84,6 +90,22 @@ fn err(status: u16, msg: &str) -> (u16, String) {
     (status, format!("{{\"error\": {}}}", py_json_str(msg)))
 }
 
+/// Whether the request is one to leave unanswered; it is recorded with status 0.
+fn hangs(state: &Mutex<State>, req: &RawRequest) -> bool {
+    let mut st = lock(state);
+    if !st.hang.iter().any(|p| req.path.starts_with(p.as_str())) {
+        return false;
+    }
+    st.requests.push(Recorded {
+        at: Instant::now(),
+        request: req.clone(),
+        fields: Vec::new(),
+        status: 0,
+        response: String::new(),
+    });
+    true
+}
+
 fn handle(state: &Mutex<State>, req: RawRequest) -> (u16, String) {
     let mut st = lock(state);
     let mut violations = Vec::new();
@@ -95,6 +117,13 @@ fn handle(state: &Mutex<State>, req: RawRequest) -> (u16, String) {
         .map(|f| {
             f.0 -= 1;
             f.1
+        })
+        .or_else(|| {
+            let now = Instant::now();
+            st.failures_until
+                .iter()
+                .find(|(until, _, p)| *until > now && req.path.starts_with(p.as_str()))
+                .map(|f| f.1)
         });
     let (status, body) = match injected {
         Some(s) => (s, format!("<html><title>{s}</title></html>")),

@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use labd::control::frame::{self, FrameKind};
@@ -435,10 +435,28 @@ async fn telnet_listener_speaks_like_ser2net_and_survives_replug() {
         t
     })
     .await;
-    board.write_raw(b"hello from the board\r\n");
+    // "Escape character is" comes with the TCP connection, before the listener has
+    // subscribed the client to the console: output written before that is not this client's
+    // to see, so the board says hello until the client shows it.
     let mut t = t;
+    let deadline = Instant::now() + T;
+    loop {
+        board.write_raw(b"hello from the board\r\n");
+        let (back, seen) = blocking(move || {
+            let seen = t.try_expect(b"hello from the board", Duration::from_millis(500));
+            (t, seen)
+        })
+        .await;
+        t = back;
+        if seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the telnet client never showed the board's output"
+        );
+    }
     let mut t = blocking(move || {
-        t.expect(b"hello from the board", T);
         t.write(b"typed in telnet\r");
         t
     })

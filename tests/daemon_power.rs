@@ -504,7 +504,8 @@ async fn a_pdudaemon_request_in_flight_holds_up_neither_reload_nor_stop() {
     let inv = |port: u16| {
         worker(d)
             + &format!("[power]\npdudaemon_listen = \"127.0.0.1:{port}\"\n\n")
-            + &pdu.section("")
+            // `outlets`: the listener accepts outlet 2, which no device uses.
+            + &pdu.section("outlets = 4")
             + &device("s1", &b1.tty_path(), Some(("pdu1", 1)))
     };
     let mut agent = start_agent(d, &inv(listen), &[]).await;

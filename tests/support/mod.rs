@@ -310,17 +310,25 @@ impl OnPty {
 
     /// Reads until `needle` has been seen (anywhere since start); returns everything so far.
     pub fn expect(&mut self, needle: &[u8], timeout: Duration) -> Vec<u8> {
+        if !self.try_expect(needle, timeout) {
+            panic!(
+                "timed out waiting for {:?}; terminal shows {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.seen)
+            );
+        }
+        self.seen.clone()
+    }
+
+    /// [`Self::expect`] that says whether `needle` came within `timeout`.
+    pub fn try_expect(&mut self, needle: &[u8], timeout: Duration) -> bool {
         use std::os::fd::AsFd;
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         while !contains(&self.seen, needle) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
-                    "timed out waiting for {:?}; terminal shows {:?}",
-                    String::from_utf8_lossy(needle),
-                    String::from_utf8_lossy(&self.seen)
-                );
+                return false;
             }
             let _ = labd_hw_fixtures::simboard::pty::wait_readable(
                 self.master.as_fd(),
@@ -331,7 +339,7 @@ impl OnPty {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        self.seen.clone()
+        true
     }
 
     /// Waits for the program to exit; returns its status.

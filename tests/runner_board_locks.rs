@@ -9,7 +9,7 @@ mod group_support;
 
 use std::time::{Duration, Instant};
 
-use group_support::{Lab, LabPaths, lab, run_job_as, two_roles};
+use group_support::{Lab, LabPaths, lab, run_job_as, single_job, two_roles};
 use labd::daemon::Daemon;
 
 const TWO_BOARDS: [(&str, &str, &str); 2] = [
@@ -19,33 +19,10 @@ const TWO_BOARDS: [(&str, &str, &str); 2] = [
 
 /// A single job on a labd-sim board that keeps it `SECONDS` seconds after booting.
 fn single(seconds: u32) -> String {
-    format!(
-        r#"
-job_name: single job holding its board
-device_type: labd-sim
-visibility: public
-timeouts:
-  job: {{minutes: 5}}
-  action: {{minutes: 2}}
-  connection: {{minutes: 1}}
-actions:
-- boot:
-    method: minimal
-    prompts: ['root@[a-z0-9-]+:~# ']
-    timeout: {{minutes: 2}}
-- test:
-    timeout: {{minutes: 2}}
-    definitions:
-    - from: inline
-      name: single
-      path: inline/single.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: single}}
-        run:
-          steps:
-          - sleep {seconds}
-          - lava-test-case slept --shell true
-"#
+    single_job(
+        "single",
+        2,
+        &format!("          - sleep {seconds}\n          - lava-test-case slept --shell true"),
     )
 }
 

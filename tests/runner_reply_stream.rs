@@ -8,7 +8,7 @@ mod group_support;
 
 use std::time::{Duration, Instant};
 
-use group_support::{Lab, lab, two_roles};
+use group_support::{Lab, lab, single_job, two_roles};
 use labd::control::ControlClient;
 use labd::daemon::Daemon;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -23,33 +23,10 @@ const TWO_BOARDS: [(&str, &str, &str); 2] = [
 const LINES: u32 = 20_000;
 
 fn chatty() -> String {
-    format!(
-        r#"
-job_name: chatty
-device_type: labd-sim
-visibility: public
-timeouts:
-  job: {{minutes: 5}}
-  action: {{minutes: 4}}
-  connection: {{minutes: 1}}
-actions:
-- boot:
-    method: minimal
-    prompts: ['root@[a-z0-9-]+:~# ']
-    timeout: {{minutes: 2}}
-- test:
-    timeout: {{minutes: 4}}
-    definitions:
-    - from: inline
-      name: chatty
-      path: inline/chatty.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: chatty}}
-        run:
-          steps:
-          - seq 1 {LINES}
-          - lava-test-case counted --shell true
-"#
+    single_job(
+        "chatty",
+        4,
+        &format!("          - seq 1 {LINES}\n          - lava-test-case counted --shell true"),
     )
 }
 

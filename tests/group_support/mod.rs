@@ -142,6 +142,39 @@ pub fn table<'a>(stdout: &'a str, head: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// A single job named `name` on a labd-sim board: boots, then runs `steps` (YAML list items,
+/// indented as in [`two_roles`]) as one inline test definition; action and test timeouts
+/// `minutes`.
+pub fn single_job(name: &str, minutes: u32, steps: &str) -> String {
+    format!(
+        r#"
+job_name: {name}
+device_type: labd-sim
+visibility: public
+timeouts:
+  job: {{minutes: 5}}
+  action: {{minutes: {minutes}}}
+  connection: {{minutes: 1}}
+actions:
+- boot:
+    method: minimal
+    prompts: ['root@[a-z0-9-]+:~# ']
+    timeout: {{minutes: 2}}
+- test:
+    timeout: {{minutes: {minutes}}}
+    definitions:
+    - from: inline
+      name: {name}
+      path: inline/{name}.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: {name}}}
+        run:
+          steps:
+{steps}
+"#
+    )
+}
+
 /// A group of two roles on one board each: `leader` (of type labd-sim, `essential` or not)
 /// and `follower` (labd-sim-master), each running its test steps (YAML list items, indented).
 pub fn two_roles(essential: bool, leader_steps: &str, follower_steps: &str) -> String {

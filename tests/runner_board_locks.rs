@@ -57,6 +57,25 @@ fn spawn_run(
     tokio::spawn(async move { run_job_as(&l, &job, id, extra).await })
 }
 
+/// Starts job 77 in its own process (`--local`) on `lead`, keeping it `seconds` after boot;
+/// returns once it holds lead's lock file, with the holder text found there.
+async fn hold_lead_locally(
+    lab: &Lab,
+    seconds: u32,
+) -> (tokio::task::JoinHandle<(i32, String, String)>, String) {
+    let run = spawn_run(
+        &lab.paths(),
+        single(seconds),
+        "77",
+        &["-d", "lead", "--local"],
+    );
+    eventually("job 77 to lock lead", || {
+        lock_text(lab, "lead").starts_with("job 77 (pid ")
+    })
+    .await;
+    (run, lock_text(lab, "lead").trim().to_string())
+}
+
 /// The switches of one outlet, in order (`true`: on).
 fn outlet(lab: &Lab, n: u32) -> Vec<bool> {
     lab.pdu
@@ -70,12 +89,7 @@ fn outlet(lab: &Lab, n: u32) -> Vec<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_local_runs_on_one_board_take_turns() {
     let lab = lab(&TWO_BOARDS).await;
-    let first = spawn_run(&lab.paths(), single(3), "77", &["-d", "lead", "--local"]);
-    eventually("job 77 to lock lead", || {
-        lock_text(&lab, "lead").starts_with("job 77 (pid ")
-    })
-    .await;
-    let holder = lock_text(&lab, "lead").trim().to_string();
+    let (first, holder) = hold_lead_locally(&lab, 3).await;
     // The automatic in-process run (no daemon answers) holds the lock files too.
     let (code, stdout, stderr) = run_job_as(&lab.paths(), &single(0), "78", &["-d", "lead"]).await;
     println!("{stdout}\n{stderr}");
@@ -98,12 +112,7 @@ async fn two_local_runs_on_one_board_take_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_group_and_a_local_single_job_on_a_shared_board_do_not_overlap() {
     let lab = lab(&TWO_BOARDS).await;
-    let single_run = spawn_run(&lab.paths(), single(3), "77", &["-d", "lead", "--local"]);
-    eventually("job 77 to lock lead", || {
-        lock_text(&lab, "lead").starts_with("job 77 (pid ")
-    })
-    .await;
-    let holder = lock_text(&lab, "lead").trim().to_string();
+    let (single_run, holder) = hold_lead_locally(&lab, 3).await;
     let group = two_roles(false, BRIEF, BRIEF);
     let (code, stdout, stderr) = tokio::time::timeout(
         Duration::from_secs(240),
@@ -187,12 +196,7 @@ async fn local_beside_a_running_daemon_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_timeout_in_process_names_the_holder() {
     let lab = lab(&TWO_BOARDS).await;
-    let holding = spawn_run(&lab.paths(), single(6), "77", &["-d", "lead", "--local"]);
-    eventually("job 77 to lock lead", || {
-        lock_text(&lab, "lead").starts_with("job 77 (pid ")
-    })
-    .await;
-    let holder = lock_text(&lab, "lead").trim().to_string();
+    let (holding, holder) = hold_lead_locally(&lab, 6).await;
     let started = Instant::now();
     let (code, stdout, stderr) = run_job_as(
         &lab.paths(),
